@@ -17,8 +17,11 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from tests.support.proxy import LatencyProxy
-from tests.support.sshd import SSHServer, Unsupported, find_sshd
+# tests/ has no __init__.py, so pytest puts tests/ on sys.path (as does
+# conftest.py): import as ``support.*`` so classes such as Unsupported are
+# the same objects conftest uses.
+from support.proxy import LatencyProxy
+from support.sshd import SSHServer, Unsupported, find_sshd
 
 REQUIRE_SSHD = os.environ.get("MAVPS_REQUIRE_SSHD") == "1"
 
