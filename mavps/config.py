@@ -1,0 +1,144 @@
+"""Settings: named defaults, then the config file, then MAVPS_* variables, then flags.
+
+A bad value is a ConfigError naming the key and where it came from.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+DEFAULT_WORKSPACE = "./mavps-workspace"
+
+#: Seconds unless said otherwise. Each is documented in README.md.
+DEFAULTS: dict[str, Any] = {
+    "workspace": None,
+    "identity_file": None,
+    "known_hosts": None,  # None: ~/.ssh/known_hosts
+    "ssh_config": None,  # None: ~/.ssh/config
+    "worker_id": None,
+    "agent": None,  # name in the log for non-worker commands; default: worker id or "coordinator"
+    "capabilities": (),
+    "lock_ttl": 10.0,  # a lock older than this (server clock) may be broken
+    "lock_timeout": 30.0,  # give up waiting for the lock after this
+    "lease_ttl": 1800.0,  # a claimed task goes back to the queue after this without heartbeat
+    "max_attempts": 3,
+    "idle_timeout": 600.0,  # the Stop hook lets an idle worker stop after this
+    "hook_wait": 240.0,  # the Stop hook waits this long for work before answering
+    "connect_timeout": 10.0,
+    "reply_timeout": 30.0,
+    "worker_timeout": 900.0,  # a worker with no heartbeat this long is offline
+}
+
+_FLOATS = {"lock_ttl", "lock_timeout", "lease_ttl", "idle_timeout", "hook_wait", "connect_timeout",
+           "reply_timeout", "worker_timeout"}
+_INTS = {"max_attempts"}
+_LIMITS = {"lock_ttl": (0.5, 3600), "lock_timeout": (0, 86400), "lease_ttl": (1, 7 * 86400),
+           "idle_timeout": (0, 86400), "hook_wait": (0, 3000), "connect_timeout": (0.1, 600),
+           "reply_timeout": (0.5, 3600), "worker_timeout": (1, 7 * 86400), "max_attempts": (1, 100)}
+
+
+@dataclass(frozen=True)
+class Config:
+    workspace: str | None = None
+    identity_file: str | None = None
+    known_hosts: str | None = None
+    ssh_config: str | None = None
+    worker_id: str | None = None
+    agent: str | None = None
+    capabilities: tuple[str, ...] = ()
+    lock_ttl: float = 10.0
+    lock_timeout: float = 30.0
+    lease_ttl: float = 1800.0
+    max_attempts: int = 3
+    idle_timeout: float = 600.0
+    hook_wait: float = 240.0
+    connect_timeout: float = 10.0
+    reply_timeout: float = 30.0
+    worker_timeout: float = 900.0
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def with_values(self, values: Mapping[str, Any], source: str) -> "Config":
+        """A copy with these values checked and applied (None values are skipped)."""
+        checked = {k: convert(k, v, source) for k, v in values.items() if v is not None}
+        srcs = dict(self.sources)
+        srcs.update({k: source for k in checked})
+        return replace(self, **checked, sources=srcs)
+
+    def source(self, key: str) -> str:
+        return self.sources.get(key, "default")
+
+
+KEYS = [f.name for f in fields(Config) if f.name != "sources"]
+
+
+def convert(key: str, value: Any, source: str) -> Any:
+    if key not in KEYS:
+        raise ConfigError(f"unknown setting {key!r} in {source}: known ones are {', '.join(KEYS)}")
+    try:
+        if key in _FLOATS or key in _INTS:
+            if isinstance(value, bool):
+                raise ValueError
+            number = float(value) if key in _FLOATS else int(str(value).strip())
+            low, high = _LIMITS[key]
+            if not low <= number <= high:
+                raise ConfigError(f"{key} = {value!r} from {source} is out of range ({low} to {high})")
+            return number
+        if key == "capabilities":
+            from .validate import capabilities
+
+            return tuple(capabilities(value))
+        if not isinstance(value, str):
+            raise ValueError
+        return os.path.expanduser(value) if key in ("identity_file", "known_hosts", "ssh_config") else value
+    except ConfigError:
+        raise
+    except Exception:
+        kind = "a number of seconds" if key in _FLOATS else "an integer" if key in _INTS else "text"
+        raise ConfigError(f"{key} = {value!r} from {source} is not valid: expected {kind}") from None
+
+
+def config_file(cwd: str | None = None) -> str | None:
+    """./mavps.yaml, else ~/.config/mavps/config.yaml; MAVPS_CONFIG names another."""
+    explicit = os.environ.get("MAVPS_CONFIG")
+    if explicit:
+        return explicit
+    for path in (os.path.join(cwd or os.getcwd(), "mavps.yaml"), os.path.expanduser("~/.config/mavps/config.yaml")):
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def load(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
+         path: str | None = None, cwd: str | None = None) -> Config:
+    """Defaults < config file < MAVPS_* environment < flags."""
+    cfg = Config()
+    path = path or config_file(cwd)
+    if path:
+        cfg = cfg.with_values(read_file(path), path)
+    env = os.environ if env is None else env
+    from_env = {k: env[f"MAVPS_{k.upper()}"] for k in KEYS if env.get(f"MAVPS_{k.upper()}") not in (None, "")}
+    for k, v in from_env.items():
+        cfg = cfg.with_values({k: v}, f"MAVPS_{k.upper()}")
+    if flags:
+        cfg = cfg.with_values({k: v for k, v in flags.items() if k in KEYS}, "the command line")
+    return cfg
+
+
+def read_file(path: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must be a mapping of setting: value")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}

@@ -1,0 +1,71 @@
+"""The exception tree: every error mavps raises is a MavpsError.
+
+Subclasses also derive from the builtin whose meaning matches, so callers can
+catch either. Each carries a message that says what to do instead.
+"""
+from __future__ import annotations
+
+
+class MavpsError(Exception):
+    """Base of every mavps error."""
+
+
+class ConfigError(MavpsError, ValueError):
+    """A configuration value is missing or invalid."""
+
+
+class InvalidInput(MavpsError, ValueError):
+    """Input refused before anything was changed (bad id, path, value)."""
+
+
+class NotFound(MavpsError, LookupError):
+    """A task, worker or file that does not exist."""
+
+
+class Refused(MavpsError, PermissionError):
+    """An operation not allowed in the current state; nothing was changed."""
+
+
+class Fenced(Refused):
+    """The caller's claim on a task is gone (lease expired, task handed on)."""
+
+
+class CorruptState(MavpsError, ValueError):
+    """A state file is not valid; it is left untouched for a person to fix."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(
+            f"{path}: {problem}. The file was not changed; fix it by hand "
+            f"(`mavps edit {path}`) or restore {path}.bak"
+        )
+
+
+class LockTimeout(MavpsError, TimeoutError):
+    """The workspace lock stayed busy for longer than lock_timeout."""
+
+    def __init__(self, waited: float, holder: dict | None, held_for: float | None) -> None:
+        self.waited = waited
+        self.holder = holder
+        self.held_for = held_for
+        who = "an unknown holder"
+        if holder:
+            who = f"{holder.get('owner', '?')} on {holder.get('host', '?')} (pid {holder.get('pid', '?')})"
+        held = f", held for {held_for:.0f}s" if held_for is not None else ""
+        super().__init__(
+            f"workspace lock still busy after {waited:.1f}s: held by {who}{held}. "
+            "Retry later, raise lock_timeout, or inspect it with `mavps unlock`"
+        )
+
+
+class LockLost(MavpsError):
+    """The lock was taken from this process before it committed; nothing was written."""
+
+
+class TransportError(MavpsError, OSError):
+    """The workspace could not be reached or did not answer in time."""
+
+
+class HostKeyError(TransportError):
+    """The server's host key is unknown or changed: never trusted silently."""

@@ -1,0 +1,100 @@
+"""A workspace on a local directory: the embedded default, no SSH needed.
+
+It answers every request the way OpenSSH's sftp-server does (plain rename
+refuses an existing target; replace is rename(2)), so a local client and an
+SFTP client can share one workspace.
+"""
+from __future__ import annotations
+
+import os
+import stat as statmod
+
+from .base import Batch, Stat, Transport
+
+FILE_MODE = 0o644
+DIR_MODE = 0o755
+
+
+class LocalTransport(Transport):
+    def __init__(self, root: str) -> None:
+        super().__init__()
+        self.root = os.path.abspath(os.path.expanduser(root))
+        self.location = self.root
+        self._append_fds: set[int] = set()
+
+    def _path(self, rel: str) -> str:
+        return os.path.join(self.root, rel) if rel not in ("", ".") else self.root
+
+    def _execute(self, batch: Batch) -> None:
+        for op, args, reply in batch.ops:
+            try:
+                reply.set(getattr(self, "_op_" + op)(*args))
+            except OSError as exc:
+                reply.set(error=exc)
+
+    def _op_mkdir(self, path: str) -> None:
+        os.mkdir(self._path(path), DIR_MODE)
+
+    def _op_rmdir(self, path: str) -> None:
+        os.rmdir(self._path(path))
+
+    def _op_remove(self, path: str) -> None:
+        os.unlink(self._path(path))
+
+    def _op_rename(self, src: str, dst: str) -> None:
+        s, d = self._path(src), self._path(dst)
+        if statmod.S_ISREG(os.lstat(s).st_mode):
+            os.link(s, d)  # like sftp-server: link then unlink, refusing a target
+            os.unlink(s)
+            return
+        if os.path.lexists(d):
+            raise FileExistsError(17, "File exists", dst)
+        os.rename(s, d)
+
+    def _op_replace(self, src: str, dst: str) -> None:
+        os.replace(self._path(src), self._path(dst))
+
+    def _op_link(self, src: str, dst: str) -> None:
+        os.link(self._path(src), self._path(dst))
+
+    def _op_stat(self, path: str) -> Stat:
+        st = os.stat(self._path(path))
+        return Stat(st.st_size, st.st_mtime, statmod.S_ISDIR(st.st_mode), statmod.S_IMODE(st.st_mode))
+
+    def _op_open(self, path: str, mode: str) -> int:
+        flags = {
+            "r": os.O_RDONLY,
+            "x": os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+            "a": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+        }[mode]
+        fd = os.open(self._path(path), flags | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+        if mode == "a":
+            self._append_fds.add(fd)
+        return fd
+
+    def _op_read(self, fd: int, offset: int, size: int) -> bytes:
+        return os.pread(fd, size, offset)
+
+    def _op_write(self, fd: int, offset: int, data: bytes) -> None:
+        if fd in self._append_fds:
+            import portalocker  # an advisory lock keeps lines whole on any filesystem
+
+            portalocker.lock(fd, portalocker.LOCK_EX)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                portalocker.unlock(fd)
+            return
+        view = memoryview(data)
+        while view:
+            done = os.pwrite(fd, view, offset)
+            view, offset = view[done:], offset + done
+
+    def _op_close(self, fd: int) -> None:
+        self._append_fds.discard(fd)
+        os.close(fd)
+
+    def listdir(self, path: str) -> list[str]:
+        return sorted(os.listdir(self._path(path)))

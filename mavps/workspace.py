@@ -1,0 +1,144 @@
+"""One entry point: `Workspace.open(url)` gives `ws.queue`, `ws.workers`, `ws.log`."""
+from __future__ import annotations
+
+from typing import Any
+
+from .config import Config
+from .errors import MavpsError, NotFound, TransportError
+from .log import Log, parse_lines
+from .models import (META_FILE, QUEUE_FILE, TASKS_DIR, WORKERS_FILE, TaskStatus, load_tasks, load_workers)
+from .queue import Queue, QueueSettings, claimable
+from .store import LOG_FILE, Settings, Store, Txn, parse_json
+from .timeutil import iso, parse, utcnow
+from .transport import Transport, open_transport
+from .transport.base import Batch, joined
+from .workers import Workers, is_online
+
+STATE_FILES = (QUEUE_FILE, WORKERS_FILE, META_FILE)
+
+
+class Workspace:
+    """A shared workspace directory, local or over SFTP. Close it (or use `with`)."""
+
+    def __init__(self, transport: Transport, config: Config | None = None, agent: str | None = None) -> None:
+        self.config = config or Config()
+        self.transport = transport
+        self.agent = agent or self.config.agent or self.config.worker_id or "coordinator"
+        self.store = Store(transport, self.agent, Settings(self.config.lock_ttl, self.config.lock_timeout))
+        self.queue = Queue(self.store, self.agent, QueueSettings(self.config.lease_ttl, self.config.max_attempts))
+        self.workers = Workers(self.store, self.agent, self.config.worker_timeout)
+        self.log = Log(self.store, self.agent)
+
+    @classmethod
+    def open(cls, url: str | None = None, *, config: Config | None = None, agent: str | None = None,
+             **settings: Any) -> "Workspace":
+        """Open a workspace: a local path or sftp://[user@]host[:port]/abs/path.
+
+        Keyword settings (lock_ttl=..., identity_file=..., ...) override `config`.
+        """
+        cfg = (config or Config()).with_values(settings, "the caller") if settings else (config or Config())
+        if url is not None:
+            cfg = cfg.with_values({"workspace": url}, "the caller")
+        if not cfg.workspace:
+            raise MavpsError("no workspace given: pass a path or sftp:// URL (or set MAVPS_WORKSPACE)")
+        transport = open_transport(cfg.workspace, identity_file=cfg.identity_file, known_hosts=cfg.known_hosts,
+                                   connect_timeout=cfg.connect_timeout, reply_timeout=cfg.reply_timeout,
+                                   ssh_config=cfg.ssh_config)
+        return cls(transport, cfg, agent)
+
+    @property
+    def location(self) -> str:
+        return self.transport.location
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def __enter__(self) -> "Workspace":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def init(self) -> dict[str, Any]:
+        """Create the layout; idempotent, and never touches files already there."""
+        local_root = getattr(self.transport, "root", None)
+        b = Batch()
+        made_root = b.mkdir("")
+        b.mkdir(TASKS_DIR)
+        log = b.open(LOG_FILE, "a")
+        self.transport.run(b)
+        if not made_root.ok and not isinstance(made_root.error, (FileExistsError, OSError)):
+            raise TransportError(f"cannot create {self.location}: {made_root.error}")
+        if not log.ok:
+            if isinstance(log.error, FileNotFoundError):
+                raise NotFound(f"cannot create {self.location}: its parent directory does not exist")
+            raise TransportError(f"cannot write in {self.location}: {log.error}")
+        b = Batch()
+        b.close(log.value)
+        self.transport.run(b)
+
+        def change(txn: Txn) -> list[str]:
+            created = []
+            for path, empty in ((QUEUE_FILE, []), (WORKERS_FILE, {}), (META_FILE, {"format": 1, "next_task_id": 1})):
+                if txn.raw.get(path) is None:
+                    txn.write(path, empty)
+                    created.append(path)
+                else:
+                    txn.json(path, None)  # a corrupt file is reported, not replaced
+            if created:
+                txn.log.append({"timestamp": txn.stamp, "agent": self.agent, "event": "workspace_initialised",
+                                "message": f"Initialised workspace ({', '.join(created)})"})
+            return created
+
+        created = self.store.transact(list(STATE_FILES), change)
+        return {"workspace": self.location, "created": created, "root": local_root}
+
+    def board(self, log_lines: int = 10) -> dict[str, Any]:
+        """Everything `mavps status` shows, read without the lock in two round trips."""
+        tr = self.transport
+        b = Batch()
+        asked = {p: (b.stat(p), b.open(p, "r")) for p in (QUEUE_FILE, WORKERS_FILE, LOG_FILE)}
+        tr.run(b)
+        b = Batch()
+        reads = {}
+        for p, (st, h) in asked.items():
+            if not h.ok:
+                continue
+            size = st.value.size if st.ok else 0
+            start = max(0, size - 64 * 1024) if p == LOG_FILE else 0
+            reads[p] = (start, size, [b.read(h.value, off, 32 * 1024) for off in range(start, size + 32 * 1024, 32 * 1024)])
+            b.close(h.value)
+        tr.run(b)
+        raw: dict[str, bytes] = {}
+        for p, (start, size, replies) in reads.items():
+            raw[p] = joined(replies)[0]
+        tasks = load_tasks(parse_json(QUEUE_FILE, raw[QUEUE_FILE]) if QUEUE_FILE in raw else None)
+        workers = load_workers(parse_json(WORKERS_FILE, raw[WORKERS_FILE]) if WORKERS_FILE in raw else None)
+        log_start = reads.get(LOG_FILE, (0, 0, []))[0]
+        log_data = raw.get(LOG_FILE, b"")
+        cut = log_data.rfind(b"\n") + 1
+        recent = parse_lines(log_data[:cut], log_start > 0)[-log_lines:] if log_lines else []
+        now = utcnow()
+        counts = {s.value: 0 for s in TaskStatus}
+        for t in tasks:
+            counts[t.status.value] += 1
+        running = []
+        for t in tasks:
+            if t.status is TaskStatus.IN_PROGRESS:
+                exp = parse(t.lease_expires_at)
+                running.append({"id": t.id, "description": t.description, "claimed_by": t.claimed_by,
+                                "claimed_at": t.claimed_at, "attempts": t.attempts,
+                                "lease_left": None if exp is None else round((exp - now).total_seconds())})
+        return {
+            "workspace": self.location,
+            "time": iso(now),
+            "counts": counts,
+            "ready": [t.id for t in claimable(tasks, None)],
+            "in_progress": running,
+            "failed": [{"id": t.id, "description": t.description, "error": t.error}
+                       for t in tasks if t.status is TaskStatus.FAILED],
+            "workers": [{"id": w.id, "status": w.status, "online": is_online(w, now, self.config.worker_timeout),
+                         "capabilities": w.capabilities, "current_task": w.current_task,
+                         "last_heartbeat": w.last_heartbeat} for w in workers.values()],
+            "recent": recent,
+        }

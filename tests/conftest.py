@@ -1,0 +1,79 @@
+"""Shared fixtures: one real OpenSSH sshd per session, and every workspace
+test run against both transports (local directory and SFTP)."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from support.sshd import SSHServer, Unsupported  # noqa: E402
+
+REQUIRE_SSHD = os.environ.get("MAVPS_REQUIRE_SSHD") == "1"
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
+    server = SSHServer(tmp_path_factory.mktemp("sshd"))
+    try:
+        server.start()
+    except Unsupported as exc:
+        if REQUIRE_SSHD:
+            pytest.fail(f"MAVPS_REQUIRE_SSHD=1 but the real sshd cannot run: {exc}")
+        pytest.skip(f"SFTP TESTS SKIPPED: {exc} (install openssh-server; CI sets MAVPS_REQUIRE_SSHD=1)")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def sftp_settings(server: SSHServer) -> dict:
+    """Settings that reach the test sshd and nothing of the user's own ssh setup."""
+    return {"identity_file": server.client_key, "known_hosts": server.known_hosts, "ssh_config": os.devnull}
+
+
+class Target:
+    """Where a test's workspace lives, and how to open it from any process."""
+
+    def __init__(self, kind: str, path: Path, server: SSHServer | None) -> None:
+        self.kind = kind
+        self.path = path  # the same directory, seen locally
+        self.server = server
+        self.url = server.url(str(path)) if server else str(path)
+        self.settings = sftp_settings(server) if server else {}
+
+    def open(self, agent: str | None = None, **settings):
+        from mavps import Workspace
+
+        return Workspace.open(self.url, agent=agent, **{**self.settings, **settings})
+
+
+@pytest.fixture(params=["local", pytest.param("sftp", marks=pytest.mark.sftp)])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
+    server = request.getfixturevalue("sshd") if request.param == "sftp" else None
+    return Target(request.param, tmp_path / "ws", server)
+
+
+@pytest.fixture
+def open_ws(target: Target) -> Iterator[Callable]:
+    opened = []
+
+    def factory(agent: str | None = None, **settings):
+        ws = target.open(agent, **settings)
+        opened.append(ws)
+        return ws
+
+    yield factory
+    for ws in opened:
+        ws.close()
+
+
+@pytest.fixture
+def ws(open_ws: Callable):
+    workspace = open_ws()
+    workspace.init()
+    return workspace
