@@ -1,0 +1,255 @@
+"""`mavps install-hooks`: merge mavps's hooks into a project's Claude Code settings.
+
+What it writes into `.claude/settings.json` (or `settings.local.json`):
+
+- `hooks.SessionStart`: `mavps hook session-start --role ROLE` (timeout 60 s),
+  for every session source, so the context comes back after a compaction;
+- `hooks.Stop` (workers only): `mavps hook stop` (timeout 600 s);
+- `env` (workers): `CLAUDE_CODE_STOP_HOOK_BLOCK_CAP` raised to 100 (never
+  lowered), so a worker can chain tasks through its Stop hook; and
+  `MAVPS_WORKER_ID`, `MAVPS_WORKSPACE`, `MAVPS_CAPABILITIES` when given;
+- `permissions.allow`: `Bash(mavps:*)`, so the agent may run the `mavps`
+  commands its hooks tell it to run, even in `-p` mode (in Claude Code 2.1 an
+  `allowedTools` list in ~/.claude.json did not let file-writing commands
+  run; `permissions.allow` in the settings does). `--allow-bash` adds the
+  broad `"Bash"` rule for agents that must run anything their tasks ask.
+
+Everything else in the file is kept. An entry is recognised as mavps's by its
+command, so running it again changes nothing, and switching a project to the
+coordinator role removes the worker's Stop hook. The file is replaced
+atomically; an unreadable file is refused, never overwritten.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from . import hook as hk
+from .errors import InvalidInput
+
+ROLES = ("worker", "coordinator")
+DEFAULT_BLOCK_CAP = 100
+MAVPS_RULE = "Bash(mavps:*)"
+SESSION_SOURCES = "startup|resume|clear|compact"
+_OURS = {
+    "stop": re.compile(r"(mavps hook stop|mavps\.hookcli stop|hooks/stop\.py)\b"),
+    "session-start": re.compile(r"(mavps hook session-start|mavps\.hookcli session-start|hooks/session_start\.py)\b"),
+}
+
+
+def hook_command(kind: str, role: str, use_python: bool = False) -> str:
+    """The command line written into the settings for one hook."""
+    suffix = f" --role {role}" if kind == "session-start" else ""
+    if use_python:
+        return f"\"{sys.executable}\" -m mavps.hookcli {kind}{suffix}"
+    return f"mavps hook {kind}{suffix}"
+
+
+@dataclass
+class InstallReport:
+    path: str
+    changes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+    def lines(self) -> list[str]:
+        if not self.changes:
+            out = [f"{self.path}: already up to date, nothing changed"]
+        else:
+            out = [f"{self.path}: {len(self.changes)} change(s)"] + [f"  {c}" for c in self.changes]
+        return out + [f"note: {n}" for n in self.notes]
+
+
+def settings_path(project: str, local: bool = False) -> str:
+    return os.path.join(os.path.abspath(project), ".claude", "settings.local.json" if local else "settings.json")
+
+
+def read_settings(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        return {}
+    if not text.strip():
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise InvalidInput(f"{path} is not valid JSON ({exc}); fix it first, it was not changed") from None
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{path} must hold a JSON object; it was not changed")
+    return data
+
+
+def write_settings(path: str, data: dict[str, Any]) -> None:
+    """Atomic replace, keeping the old file's mode."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".settings.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, ensure_ascii=False)
+            fh.write("\n")
+        try:
+            os.chmod(tmp, os.stat(path).st_mode & 0o777)
+        except FileNotFoundError:
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _section(data: dict[str, Any], key: str, path: str) -> dict[str, Any]:
+    value = data.setdefault(key, {})
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{path}: '{key}' must be a JSON object; it was not changed")
+    return value
+
+
+def _merge_hook(hooks: dict[str, Any], event: str, kind: str, wanted: dict[str, Any], matcher: str | None,
+                changes: list[str], path: str) -> None:
+    """Put `wanted` in place of mavps's entry for this event (or add it), leaving other hooks alone."""
+    groups = hooks.setdefault(event, [])
+    if not isinstance(groups, list):
+        raise InvalidInput(f"{path}: hooks.{event} must be a list; it was not changed")
+    found = False
+    for group in list(groups):
+        if not isinstance(group, dict) or not isinstance(group.get("hooks"), list):
+            continue
+        for i, h in enumerate(list(group["hooks"])):
+            if not (isinstance(h, dict) and isinstance(h.get("command"), str) and _OURS[kind].search(h["command"])):
+                continue
+            if found:  # a duplicate of ours: drop it
+                group["hooks"].remove(h)
+                changes.append(f"- hooks.{event}: removed duplicate {h['command']!r}")
+                continue
+            found = True
+            if h != wanted:
+                group["hooks"][group["hooks"].index(h)] = dict(wanted)
+                changes.append(f"~ hooks.{event}: {h.get('command')!r} -> {wanted['command']!r} "
+                               f"(timeout {wanted['timeout']}s)")
+            if matcher is not None and group.get("matcher") != matcher:
+                changes.append(f"~ hooks.{event}: matcher {group.get('matcher')!r} -> {matcher!r}")
+                group["matcher"] = matcher
+        if not group["hooks"]:
+            groups.remove(group)
+    if not found:
+        group = {"matcher": matcher} if matcher is not None else {}
+        group["hooks"] = [dict(wanted)]
+        groups.append(group)
+        changes.append(f"+ hooks.{event}: {wanted['command']!r} (timeout {wanted['timeout']}s)")
+
+
+def _remove_hook(hooks: dict[str, Any], event: str, kind: str, changes: list[str]) -> None:
+    groups = hooks.get(event)
+    if not isinstance(groups, list):
+        return
+    for group in list(groups):
+        if not isinstance(group, dict) or not isinstance(group.get("hooks"), list):
+            continue
+        for h in list(group["hooks"]):
+            if isinstance(h, dict) and isinstance(h.get("command"), str) and _OURS[kind].search(h["command"]):
+                group["hooks"].remove(h)
+                changes.append(f"- hooks.{event}: removed {h['command']!r} (not used by a {ROLES[1]})")
+        if not group["hooks"]:
+            groups.remove(group)
+    if not groups:
+        del hooks[event]
+
+
+def _set_env(env: dict[str, Any], key: str, value: str, changes: list[str]) -> None:
+    if env.get(key) != value:
+        old = env.get(key)
+        env[key] = value
+        changes.append(f"{'+' if old is None else '~'} env.{key}: " + (f"{old!r} -> " if old is not None else "")
+                       + repr(value))
+
+
+def merge(data: dict[str, Any], role: str, *, worker: str | None = None, workspace: str | None = None,
+          capabilities: Sequence[str] = (), allow_bash: bool = False, use_python: bool = False,
+          block_cap: int | None = None, path: str = "settings.json") -> list[str]:
+    """Change `data` (a parsed settings file) in place; returns the changes, one line each."""
+    from . import validate
+    from .transport import parse_url
+
+    if role not in ROLES:
+        raise InvalidInput(f"unknown role {role!r}: worker or coordinator")
+    if worker is not None:
+        validate.worker_id(worker)
+    caps = validate.capabilities(list(capabilities))
+    if workspace is not None:
+        parse_url(workspace)
+    changes: list[str] = []
+    hooks = _section(data, "hooks", path)
+    _merge_hook(hooks, "SessionStart", "session-start",
+                {"type": "command", "command": hook_command("session-start", role, use_python),
+                 "timeout": hk.SESSION_START_TIMEOUT}, SESSION_SOURCES, changes, path)
+    if role == "worker":
+        _merge_hook(hooks, "Stop", "stop",
+                    {"type": "command", "command": hook_command("stop", role, use_python),
+                     "timeout": hk.STOP_HOOK_TIMEOUT}, None, changes, path)
+    else:
+        _remove_hook(hooks, "Stop", "stop", changes)
+    env = _section(data, "env", path)
+    if role == "worker":
+        key = "CLAUDE_CODE_STOP_HOOK_BLOCK_CAP"
+        try:
+            current = int(str(env.get(key, "0")))
+        except ValueError:
+            current = 0
+        if block_cap is not None or current < DEFAULT_BLOCK_CAP:
+            _set_env(env, key, str(block_cap or DEFAULT_BLOCK_CAP), changes)
+    if worker is not None:
+        _set_env(env, "MAVPS_WORKER_ID", worker, changes)
+    if workspace is not None:
+        _set_env(env, "MAVPS_WORKSPACE", workspace, changes)
+    if caps:
+        _set_env(env, "MAVPS_CAPABILITIES", ",".join(caps), changes)
+    if not env:
+        del data["env"]
+    perms = _section(data, "permissions", path)
+    allow = perms.setdefault("allow", [])
+    if not isinstance(allow, list):
+        raise InvalidInput(f"{path}: permissions.allow must be a list; it was not changed")
+    for rule in [MAVPS_RULE] + (["Bash"] if allow_bash else []):
+        if rule not in allow:
+            allow.append(rule)
+            changes.append(f"+ permissions.allow: {rule!r}")
+    return changes
+
+
+def install(project: str, role: str, *, worker: str | None = None, workspace: str | None = None,
+            capabilities: Sequence[str] = (), local: bool = False, allow_bash: bool = False,
+            use_python: bool = False, block_cap: int | None = None) -> InstallReport:
+    """Merge mavps's hooks into the project's settings file and write it if anything changed."""
+    if not os.path.isdir(project):
+        raise InvalidInput(f"project directory {project} does not exist")
+    path = settings_path(project, local)
+    data = read_settings(path)
+    report = InstallReport(path)
+    report.changes = merge(data, role, worker=worker, workspace=workspace, capabilities=capabilities,
+                           allow_bash=allow_bash, use_python=use_python, block_cap=block_cap, path=path)
+    report.settings = data
+    if report.changes:
+        write_settings(path, data)
+    if not use_python and shutil.which("mavps") is None:
+        report.notes.append("`mavps` is not on PATH here: the hooks and the agent both run `mavps`; "
+                            "install it (pip install mavps) or rerun with --python")
+    if role == "worker" and worker is None and not os.environ.get("MAVPS_WORKER_ID") \
+            and "MAVPS_WORKER_ID" not in data.get("env", {}):
+        report.notes.append("no worker id: give --worker ID (or set MAVPS_WORKER_ID for the session), "
+                            "else the Stop hook leaves the session alone")
+    return report
