@@ -1,0 +1,986 @@
+"""The `mavps` command: a thin click layer over the library.
+
+Parse, call one library function, print. Exit codes: 0 ok, 3 when `claim`
+finds nothing claimable, 1 for any error (one line on stderr saying what went
+wrong and what to do; `--debug` adds the traceback), 2 for usage errors.
+
+Startup stays quick for agents: rich, paramiko and the workspace machinery
+are imported inside the commands that need them, never here.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+from typing import Any, Callable, NoReturn
+
+import click
+
+from . import __version__
+from .errors import ConfigError, MavpsError
+from .session import load_config, open_workspace, worker_id
+
+#: Commands defined in other modules, loaded on first use: name -> (module:attr, short help).
+LAZY_COMMANDS = {
+    "hook": ("mavps.hookcli:hook", "Claude Code hook entry points (stop, session-start)."),
+    "install-hooks": ("mavps.hookcli:install_hooks", "Install the mavps hooks into a Claude Code project."),
+}
+
+EXIT_NOTHING = 3
+STATE_ALIASES = {
+    "task-queue.json": "task-queue.json", "queue": "task-queue.json", "tasks": "task-queue.json",
+    "worker-status.json": "worker-status.json", "workers": "worker-status.json",
+    "workspace.json": "workspace.json", "meta": "workspace.json", "workspace": "workspace.json",
+}
+#: How long `mavps edit` may hold the lock (declared in owner.json so others wait, not break it).
+EDIT_TTL = 1800.0
+
+
+# ----- state shared by the commands -----------------------------------------------
+class State:
+    """Global options, and the workspace opened on first use (closed at exit)."""
+
+    def __init__(self) -> None:
+        self.flags: dict[str, Any] = {}
+        self.json = False
+        self.debug = bool(os.environ.get("MAVPS_DEBUG"))
+        self._config = None
+        self._ws = None
+
+    def config(self):
+        if self._config is None:
+            self._config = load_config(self.flags)
+        return self._config
+
+    def workspace(self, agent: str | None = None):
+        if self._ws is None:
+            self._ws = open_workspace(self.config(), agent=agent)
+            click.get_current_context().find_root().call_on_close(self.close)
+        return self._ws
+
+    def close(self) -> None:
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            ws.close()
+
+    def given_flags(self) -> str:
+        """The connection flags given on this command line, to repeat in suggested commands."""
+        names = {"workspace": "--workspace", "identity_file": "--identity-file", "known_hosts": "--known-hosts"}
+        return "".join(f" {opt} {shlex.quote(str(self.flags[k]))}" for k, opt in names.items() if self.flags.get(k))
+
+
+def state() -> State:
+    ctx = click.get_current_context()
+    root = ctx.find_root()
+    if not isinstance(root.obj, State):
+        root.obj = State()
+    return root.obj
+
+
+def _set_flag(key: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is not None and value != ():
+            state().flags[key] = value
+        return value
+    return callback
+
+
+def _set_json(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    if value:
+        state().json = True
+    return value
+
+
+def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    if value:
+        state().debug = True
+    return value
+
+
+def connection_options(hidden: bool) -> list[Callable]:
+    """Options accepted both before and after the subcommand (`mavps task list --json`)."""
+    return [
+        click.option("--workspace", "-w", metavar="URL", expose_value=False, is_eager=True, hidden=hidden,
+                     callback=_set_flag("workspace"),
+                     help="Workspace: a local path or sftp://[user@]host[:port]/abs/path [MAVPS_WORKSPACE]."),
+        click.option("--identity-file", "-i", metavar="PATH", expose_value=False, is_eager=True, hidden=hidden,
+                     callback=_set_flag("identity_file"), help="SSH private key [MAVPS_IDENTITY_FILE]."),
+        click.option("--known-hosts", metavar="PATH", expose_value=False, is_eager=True, hidden=hidden,
+                     callback=_set_flag("known_hosts"),
+                     help="known_hosts file (default ~/.ssh/known_hosts) [MAVPS_KNOWN_HOSTS]."),
+        click.option("--ssh-config", metavar="PATH", expose_value=False, is_eager=True, hidden=True,
+                     callback=_set_flag("ssh_config"), help="ssh config file (default ~/.ssh/config)."),
+        click.option("--connect-timeout", type=float, metavar="SECONDS", expose_value=False, is_eager=True,
+                     hidden=True, callback=_set_flag("connect_timeout"), help="Seconds to wait for the server."),
+        click.option("--json", "json_", is_flag=True, expose_value=False, is_eager=True,
+                     callback=_set_json, help="Print one JSON document on stdout, nothing else."),
+        click.option("--debug", is_flag=True, expose_value=False, is_eager=True, hidden=hidden,
+                     callback=_set_debug, help="Show tracebacks."),
+    ]
+
+
+def common(f: Callable) -> Callable:
+    for opt in reversed(connection_options(hidden=True)):
+        f = opt(f)
+    return f
+
+
+def emit(data: Any, human: Callable[[Any], None]) -> None:
+    if state().json:
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    else:
+        human(data)
+
+
+def die(message: str) -> NoReturn:
+    raise click.exceptions.Exit(_report(message))
+
+
+def _report(message: str) -> int:
+    click.echo(f"mavps: {message}", err=True)
+    return 1
+
+
+# ----- the group: lazy subcommands and error mapping --------------------------------
+class MavpsGroup(click.Group):
+    """A group whose LAZY_COMMANDS load on first use and whose errors become exit 1."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *LAZY_COMMANDS])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, name)
+        if cmd is not None or name not in LAZY_COMMANDS:
+            return cmd
+        target, short = LAZY_COMMANDS[name]
+        module, _, attr = target.partition(":")
+        try:
+            import importlib
+
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+
+            @click.command(name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+                           help=short, add_help_option=False)
+            def unavailable() -> None:
+                die(f"`mavps {name}` is not available in this install ({target} failed to load: {reason}); "
+                     "reinstall mavps or update it")
+            return unavailable
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Like click's, but lazy commands are listed without importing them."""
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in LAZY_COMMANDS and name not in self.commands:
+                rows.append((name, LAZY_COMMANDS[name][1]))
+                continue
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(formatter.width - 6 - max(len(n) for n in self.list_commands(ctx)))))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            raise click.exceptions.Exit(130) from None
+        except Exception as exc:
+            st = ctx.obj if isinstance(ctx.obj, State) else State()
+            if st.debug:
+                import traceback
+
+                traceback.print_exc()
+            if isinstance(exc, MavpsError):
+                raise click.exceptions.Exit(_report(str(exc))) from None
+            raise click.exceptions.Exit(_report(
+                f"unexpected {type(exc).__name__}: {exc} (re-run with --debug for the traceback, and please report it)"
+            )) from None
+
+
+def _group_options(f: Callable) -> Callable:
+    for opt in reversed(connection_options(hidden=False)):
+        f = opt(f)
+    return f
+
+
+@click.group(cls=MavpsGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="Example: mavps --workspace sftp://myvps/srv/ws status")
+@_group_options
+@click.option("--worker", metavar="ID", expose_value=False, callback=_set_flag("worker_id"),
+              help="Act for this worker [MAVPS_WORKER_ID].")
+@click.option("--agent", metavar="NAME", expose_value=False, callback=_set_flag("agent"),
+              help="Your name in the log (default: the worker id or 'coordinator') [MAVPS_AGENT].")
+@click.version_option(__version__, prog_name="mavps")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """mavps: one coordinator and many worker agents sharing a workspace of files.
+
+    The workspace is a directory, local or on a VPS over SFTP; every change is
+    an atomic, locked edit of its JSON files. No server process.
+    """
+    state()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point (`mavps = mavps.cli:main`)."""
+    cli.main(args=argv, prog_name="mavps")
+
+
+# ----- rendering helpers (rich is imported inside) ---------------------------------
+def _render():
+    from . import render
+
+    return render
+
+
+def task_out(task: Any, instructions: str | None = None) -> dict[str, Any]:
+    out = task.to_dict()
+    if instructions is not None:
+        out["instructions"] = instructions
+    return out
+
+
+def _one_task(verb: str) -> Callable[[dict], None]:
+    def human(t: dict) -> None:
+        holder = f" by {t['claimed_by']}" if t.get("claimed_by") and t["status"] == "in_progress" else ""
+        click.echo(f"{verb} task #{t['id']} ({t['status']}{holder}): {t['description']}")
+    return human
+
+
+# ----- commands ------------------------------------------------------------------
+@cli.command(epilog="Example: mavps --workspace sftp://myvps/srv/ws init")
+@common
+def init() -> None:
+    """Create the workspace layout (idempotent: existing files are kept)."""
+    res = state().workspace().init()
+
+    def human(r: dict) -> None:
+        made = ", ".join(r["created"]) if r["created"] else "nothing new (already initialised)"
+        click.echo(f"workspace {r['workspace']}: created {made}")
+    emit(res, human)
+
+
+@cli.group(cls=MavpsGroup, epilog="Example: mavps task add 'Write the parser' --requires backend")
+def task() -> None:
+    """Add, list, show, cancel and requeue tasks."""
+
+
+@task.command("add", epilog="Example: mavps task add 'Add login form' --instructions 'See docs/ui.md' "
+                            "--requires frontend --depends-on 3")
+@click.argument("description")
+@click.option("--instructions", "instructions", metavar="TEXT", help="Instructions text.")
+@click.option("--instructions-file", type=click.File("r", encoding="utf-8"), metavar="FILE",
+              help="Read the instructions from a local file ('-' for stdin).")
+@click.option("--template", metavar="NAME", help="Use templates/NAME.md from the workspace as instructions.")
+@click.option("--context", "context", multiple=True, metavar="PATH", help="Context file in the workspace (repeatable).")
+@click.option("--requires", multiple=True, metavar="CAP", help="Capability a worker needs (repeatable).")
+@click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
+@click.option("--depends-on", type=int, multiple=True, metavar="ID", help="Task that must complete first (repeatable).")
+@click.option("--max-attempts", type=int, help="Claims before the task fails for good (default: max_attempts).")
+@common
+def task_add(description: str, instructions: str | None, instructions_file: Any, template: str | None,
+             context: tuple[str, ...], requires: tuple[str, ...], priority: int, depends_on: tuple[int, ...],
+             max_attempts: int | None) -> None:
+    """Add a task to the queue."""
+    given = [x for x in (instructions, instructions_file, template) if x is not None]
+    if len(given) > 1:
+        raise click.UsageError("give at most one of --instructions, --instructions-file, --template")
+    ws = state().workspace()
+    if instructions_file is not None:
+        instructions = instructions_file.read()
+    elif template is not None:
+        instructions = _template(ws, template, description)
+    t = ws.queue.add(description, instructions, context_files=context, requires=requires, priority=priority,
+                     depends_on=depends_on, max_attempts=max_attempts)
+    emit(task_out(t), _one_task("Added"))
+
+
+def _template(ws: Any, name: str, description: str) -> str:
+    from . import validate
+    from .errors import NotFound
+
+    path = validate.relative_path(f"templates/{name}.md", "template")
+    data = ws.store.look([path])[path]
+    if data is None:
+        raise NotFound(f"no template {name!r}: write it to templates/{name}.md in the workspace")
+    return data.decode("utf-8", "replace").replace("{description}", description)
+
+
+@task.command("list", epilog="Example: mavps task list --status pending --json")
+@click.option("--status", type=click.Choice(["pending", "in_progress", "completed", "failed", "cancelled"]),
+              help="Only tasks with this status.")
+@click.option("--worker", "worker", metavar="ID", help="Only tasks claimed by this worker.")
+@click.option("--all", "include_archived", is_flag=True, help="Include archived finished tasks.")
+@common
+def task_list(status: str | None, worker: str | None, include_archived: bool) -> None:
+    """List tasks."""
+    tasks = state().workspace().queue.list(status=status, worker=worker, include_archived=include_archived)
+    emit([task_out(t) for t in tasks], lambda rows: _render().tasks(rows))
+
+
+@task.command("show", epilog="Example: mavps task show 7")
+@click.argument("task_id", metavar="ID")
+@common
+def task_show(task_id: str) -> None:
+    """Show a task and its instructions."""
+    ws = state().workspace()
+    t = ws.queue.get(task_id)
+    emit(task_out(t, ws.queue.instructions(t)), lambda d: _render().task_detail(d))
+
+
+@task.command("cancel", epilog="Example: mavps task cancel 7")
+@click.argument("task_id", metavar="ID")
+@common
+def task_cancel(task_id: str) -> None:
+    """Cancel a task (a worker holding it will have its result refused)."""
+    emit(task_out(state().workspace().queue.cancel(task_id)), _one_task("Cancelled"))
+
+
+@task.command("requeue", epilog="Example: mavps task requeue 7")
+@click.argument("task_id", metavar="ID")
+@common
+def task_requeue(task_id: str) -> None:
+    """Put a failed or cancelled task back in the queue with fresh attempts."""
+    emit(task_out(state().workspace().queue.requeue(task_id)), _one_task("Requeued"))
+
+
+@cli.command(epilog="Example: mavps ready --capability backend --json")
+@click.option("--capability", "capabilities", multiple=True, metavar="CAP",
+              help="Only what a worker with these capabilities could claim (repeatable).")
+@common
+def ready(capabilities: tuple[str, ...]) -> None:
+    """What is claimable now."""
+    tasks = state().workspace().queue.ready(list(capabilities) if capabilities else None)
+    emit([task_out(t) for t in tasks], lambda rows: _render().tasks(rows, empty="nothing is claimable now"))
+
+
+@cli.command(epilog="Example: mavps claim --worker worker-1 --capability backend   "
+                    "(exit 3 when nothing is claimable)")
+@click.option("--worker", "worker", metavar="ID", help="The worker claiming [MAVPS_WORKER_ID].")
+@click.option("--capability", "capabilities", multiple=True, metavar="CAP",
+              help="This worker's capabilities (repeatable; default: as registered, or MAVPS_CAPABILITIES).")
+@common
+def claim(worker: str | None, capabilities: tuple[str, ...]) -> None:
+    """Claim the best claimable task, and print it with its instructions."""
+    st = state()
+    cfg = st.config()
+    wid = worker_id(cfg, worker, "claim")
+    caps = list(capabilities) if capabilities else (list(cfg.capabilities) if cfg.capabilities else None)
+    ws = st.workspace(agent=wid)
+    t = ws.queue.claim(wid, caps)
+    if t is None:
+        if st.json:
+            click.echo("null")
+        else:
+            click.echo(f"nothing claimable for {wid} right now (see `mavps ready`)", err=True)
+        raise click.exceptions.Exit(EXIT_NOTHING)
+    data = task_out(t, ws.queue.instructions(t))
+
+    def human(d: dict) -> None:
+        flags = st.given_flags()
+        q = shlex.quote
+        click.secho(f"Claimed task #{d['id']}: {d['description']}", bold=True)
+        click.echo(f"attempt {d['attempts']} of {d['max_attempts']}; lease until {d['lease_expires_at']} "
+                   f"(renew with `mavps{flags} worker heartbeat {q(wid)}`)")
+        if d.get("context_files"):
+            click.echo("context files: " + ", ".join(d["context_files"]))
+        click.echo(f"\n--- instructions ({d.get('instruction_file')}) ---")
+        click.echo((d.get("instructions") or "(none)").rstrip("\n"))
+        click.echo("--- end of instructions ---\n")
+        click.echo("When done:    " + f"mavps{flags} complete {d['id']} --worker {q(wid)} --result 'what you did'")
+        click.echo("If it fails:  " + f"mavps{flags} fail {d['id']} --worker {q(wid)} --error 'what went wrong'")
+        click.echo("To give back: " + f"mavps{flags} release {d['id']} --worker {q(wid)}")
+    emit(data, human)
+
+
+def _finish(name: str, task_id: str, worker: str | None, text: str | None, verb: str) -> None:
+    st = state()
+    wid = worker_id(st.config(), worker, name)
+    q = st.workspace(agent=wid).queue
+    t = q.release(task_id, wid) if name == "release" else getattr(q, name)(task_id, wid, text)
+    emit(task_out(t), _one_task(verb))
+
+
+_WORKER_OPT = click.option("--worker", "worker", metavar="ID", help="The worker holding the task [MAVPS_WORKER_ID].")
+
+
+@cli.command(epilog="Example: mavps complete 7 --worker worker-1 --result 'parser done, tests pass'")
+@click.argument("task_id", metavar="ID")
+@_WORKER_OPT
+@click.option("--result", metavar="TEXT", help="What was done (kept with the task).")
+@common
+def complete(task_id: str, worker: str | None, result: str | None) -> None:
+    """Mark a task you hold as completed."""
+    _finish("complete", task_id, worker, result, "Completed")
+
+
+@cli.command(epilog="Example: mavps fail 7 --worker worker-1 --error 'tests fail on CI, see log'")
+@click.argument("task_id", metavar="ID")
+@_WORKER_OPT
+@click.option("--error", metavar="TEXT", help="What went wrong.")
+@common
+def fail(task_id: str, worker: str | None, error: str | None) -> None:
+    """Report a task you hold as failed (it is retried while attempts remain)."""
+    _finish("fail", task_id, worker, error, "Failed")
+
+
+@cli.command(epilog="Example: mavps release 7 --worker worker-1")
+@click.argument("task_id", metavar="ID")
+@_WORKER_OPT
+@common
+def release(task_id: str, worker: str | None) -> None:
+    """Give a task you hold back to the queue, untried."""
+    _finish("release", task_id, worker, None, "Released")
+
+
+@cli.command(epilog="Example: mavps reap")
+@common
+def reap() -> None:
+    """Return tasks whose lease expired to the queue now (any claim does it too)."""
+    tasks = state().workspace().queue.reap()
+    emit([task_out(t) for t in tasks],
+         lambda rows: click.echo(f"reaped {len(rows)} expired lease(s)" + (": " + ", ".join(f"#{r['id']}" for r in rows) if rows else "")))
+
+
+# ----- workers ---------------------------------------------------------------------
+@cli.group(cls=MavpsGroup, epilog="Example: mavps worker register worker-1 --capability backend")
+def worker() -> None:
+    """Register, heartbeat, list and remove workers."""
+
+
+@worker.command("register", epilog="Example: mavps worker register worker-1 --capability backend --capability docs")
+@click.argument("worker_name", metavar="W")
+@click.option("--capability", "capabilities", multiple=True, metavar="CAP", help="A capability (repeatable).")
+@common
+def worker_register(worker_name: str, capabilities: tuple[str, ...]) -> None:
+    """Register a worker (again: updates its capabilities)."""
+    st = state()
+    caps = list(capabilities) or list(st.config().capabilities)
+    w = st.workspace(agent=worker_name).workers.register(worker_name, caps)
+    data = {"id": w.id, **w.to_dict()}
+    emit(data, lambda d: click.echo(f"registered {d['id']}" + (f" ({', '.join(d['capabilities'])})" if d["capabilities"] else "")))
+
+
+@worker.command("heartbeat", epilog="Example: mavps worker heartbeat worker-1")
+@click.argument("worker_name", metavar="W")
+@common
+def worker_heartbeat(worker_name: str) -> None:
+    """Say the worker is alive and renew the leases of the tasks it holds."""
+    ws = state().workspace(agent=worker_name)
+    held = ws.queue.heartbeat(worker_name)
+    data = {**ws.workers.get(worker_name).to_dict(), "held_tasks": [t.id for t in held]}
+    emit(data, lambda d: click.echo(f"{d['id']} alive; leases renewed: "
+                                    + (", ".join(f"#{i}" for i in d["held_tasks"]) or "none held")))
+
+
+@worker.command("list", epilog="Example: mavps worker list --json")
+@common
+def worker_list() -> None:
+    """List workers, online or not."""
+    views = state().workspace().workers.list()
+    emit([v.to_dict() for v in views], lambda rows: _render().workers(rows))
+
+
+@worker.command("remove", epilog="Example: mavps worker remove worker-1 --force")
+@click.argument("worker_name", metavar="W")
+@click.option("--force", is_flag=True, help="Also when it holds tasks (they go back to the queue).")
+@common
+def worker_remove(worker_name: str, force: bool) -> None:
+    """Unregister a worker."""
+    w = state().workspace().workers.remove(worker_name, force=force)
+    emit({"id": w.id, **w.to_dict()}, lambda d: click.echo(f"removed {d['id']}"))
+
+
+# ----- log -------------------------------------------------------------------------
+@cli.command("log", epilog="Examples: mavps log 'API schema is in docs/api.md' --agent coordinator\n\n"
+                           "mavps log --tail 50 --task 7        mavps log --follow")
+@click.argument("message", required=False)
+@click.option("--agent", "agent", metavar="NAME", help="Who says it / only this agent's records.")
+@click.option("--tail", "tail", type=click.IntRange(0, 100000), help="Show the last N records (default 20).")
+@click.option("--task", "task_id", type=int, metavar="ID", help="Only records about this task.")
+@click.option("--event", metavar="NAME", help="Only records of this event (task_claimed, message, ...).")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new records until Ctrl-C.")
+@click.option("--interval", type=click.FloatRange(0.05, 60), default=1.0, show_default=True,
+              help="Seconds between polls with --follow.")
+@click.option("--max-seconds", type=click.FloatRange(0), metavar="S", help="Stop following after S seconds.")
+@common
+def log_cmd(message: str | None, agent: str | None, tail: int | None, task_id: int | None, event: str | None,
+            follow: bool, interval: float, max_seconds: float | None) -> None:
+    """Append a message to the shared log, or read it."""
+    st = state()
+    if message is not None:
+        if follow or tail is not None:
+            raise click.UsageError("give a MESSAGE to append, or --tail/--follow to read, not both")
+        ws = st.workspace(agent=agent)
+        rec = ws.log.append(message, agent=agent, **({"task_id": task_id} if task_id is not None else {}))
+        emit(rec, lambda r: click.echo(f"logged as {r['agent']}"))
+        return
+    from .log import matches
+
+    ws = st.workspace()
+    n = 20 if tail is None else tail
+    records, offset = ws.log.read_from_end(n, agent, event, task_id)
+    if not follow:
+        emit(records, lambda rows: [click.echo(_log_line(r)) for r in rows])
+        return
+    # --follow: JSON Lines with --json (one document per record), as the records arrive.
+    show = (lambda r: click.echo(json.dumps(r, ensure_ascii=False))) if st.json else (lambda r: click.echo(_log_line(r)))
+    for r in records:
+        show(r)
+    end = None if max_seconds is None else time.monotonic() + max_seconds
+    try:
+        while end is None or time.monotonic() < end:
+            time.sleep(interval if end is None else max(0.0, min(interval, end - time.monotonic())))
+            new, offset = ws.log.since(offset)
+            for r in new:
+                if matches(r, agent, event, task_id):
+                    show(r)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        pass
+
+
+_EVENT_COLOURS = {"task_completed": "green", "task_failed": "red", "task_claimed": "cyan", "lease_expired": "yellow",
+                  "lock_broken": "magenta", "task_added": "blue", "message": None}
+
+
+def _log_line(r: dict) -> str:
+    stamp = str(r.get("timestamp", ""))
+    stamp = stamp[11:19] if len(stamp) >= 19 else stamp
+    agent = click.style(f"{r.get('agent', '?'):<14}", bold=True)
+    msg = str(r.get("message", ""))
+    ev = r.get("event")
+    colour = _EVENT_COLOURS.get(ev, None)
+    if colour:
+        msg = click.style(msg, fg=colour)
+    return f"{stamp} {agent} {msg}"
+
+
+# ----- status ----------------------------------------------------------------------
+@cli.command(epilog="Examples: mavps status        mavps status --watch        mavps status --json")
+@click.option("--watch", is_flag=True, help="Keep refreshing the board until Ctrl-C.")
+@click.option("--interval", type=click.FloatRange(0.1, 600), default=2.0, show_default=True,
+              help="Seconds between refreshes with --watch.")
+@click.option("--max-seconds", type=click.FloatRange(0), metavar="S", help="Stop watching after S seconds.")
+@click.option("--lines", type=click.IntRange(0, 200), default=10, show_default=True, help="Recent log records shown.")
+@common
+def status(watch: bool, interval: float, max_seconds: float | None, lines: int) -> None:
+    """The board: counts by status, tasks in progress, workers, recent log."""
+    st = state()
+    ws = st.workspace()
+    if not watch or st.json:
+        emit(ws.board(lines), lambda b: _render().board(b))
+        return
+    _render().watch(lambda: ws.board(lines), interval, max_seconds)
+
+
+# ----- edit, unlock, doctor, trust -----------------------------------------------------
+@cli.command(epilog="Example: EDITOR=nano mavps edit queue\n\nFILE: task-queue.json (queue), "
+                    "worker-status.json (workers) or workspace.json (meta).")
+@click.argument("file", metavar="FILE")
+@click.option("--ttl", type=click.FloatRange(30, 86400), default=EDIT_TTL, show_default=True,
+              help="Longest time the lock may be held while you edit.")
+@common
+def edit(file: str, ttl: float) -> None:
+    """Edit a state file in $EDITOR under the workspace lock; invalid results are refused.
+
+    The lock is held while the editor runs, and owner.json declares TTL seconds so
+    other agents wait instead of breaking it. Their own lock_timeout still applies:
+    commands that wait longer than that fail with "lock busy", so keep edits short.
+    """
+    name = STATE_ALIASES.get(file) or STATE_ALIASES.get(os.path.basename(file))
+    if name is None:
+        raise click.BadParameter(f"{file!r}: use task-queue.json, worker-status.json or workspace.json",
+                                 param_hint="FILE")
+    res = edit_state(state().workspace(), name, ttl)
+    emit(res, lambda r: click.echo(f"{r['file']}: {'saved' if r['changed'] else 'unchanged'}"))
+
+
+@cli.command(epilog="Examples: mavps unlock        mavps unlock --force --yes")
+@click.option("--force", is_flag=True, help="Break the lock (after confirmation).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@common
+def unlock(force: bool, yes: bool) -> None:
+    """Show who holds the workspace lock; --force breaks it. Also removes old leftovers."""
+    st = state()
+    ws = st.workspace()
+    info = lock_info(ws.transport, ws.config.lock_ttl)
+    info["leftovers_removed"] = cleanup_leftovers(ws.transport, max(LEFTOVER_AGE, ws.config.lock_timeout))
+    info["broken"] = False
+    if force and info["held"]:
+        if not yes:
+            click.confirm(f"Break the lock held by {_holder(info)}? Its holder's commit will be refused", abort=True,
+                          err=True)
+        info["result"] = break_held(ws, info)
+        info["broken"] = info["result"] == "broken"
+    info.pop("identity", None)
+    emit(info, _unlock_human)
+
+
+def _holder(info: dict) -> str:
+    h = info.get("holder") or {}
+    return f"{h.get('owner', 'an unknown holder')} on {h.get('host', '?')} (pid {h.get('pid', '?')})"
+
+
+def _unlock_human(info: dict) -> None:
+    if not info["held"]:
+        click.echo("the workspace lock is free")
+    else:
+        age = info.get("held_for")
+        held = f" for {age:.0f}s (server clock)" if age is not None else ""
+        stale = " - STALE" if info.get("stale") else ""
+        click.echo(f"lock held by {_holder(info)}{held}, lease {info['ttl']:g}s{stale}")
+        if info.get("broken"):
+            click.echo("lock broken; the event is in the log")
+        elif info.get("result"):
+            click.echo(f"lock not broken: it was {info['result']} (someone else got there first)")
+        elif not info.get("broken"):
+            click.echo("break it with `mavps unlock --force` only if that holder is dead")
+    if info["leftovers_removed"]:
+        click.echo(f"removed {len(info['leftovers_removed'])} leftover lock director(ies): "
+                   + ", ".join(info["leftovers_removed"]))
+
+
+@cli.command(epilog="Example: mavps doctor --workspace sftp://myvps/srv/ws")
+@common
+def doctor() -> None:
+    """Check config, connection, host key, layout, files, lock and leases; a fix for each failure."""
+    st = state()
+    checks = run_checks(st.flags)
+    emit(checks, lambda rows: _render().checks(rows))
+    if not all(c["ok"] for c in checks):
+        raise click.exceptions.Exit(1)
+
+
+@cli.command(epilog="Examples: mavps trust myvps        mavps trust 203.0.113.5:2222 --yes")
+@click.argument("host")
+@click.option("--port", "-p", type=int, help="SSH port (default: from HOST, ~/.ssh/config, or 22).")
+@click.option("--yes", "-y", is_flag=True, help="Add the key without asking (check the fingerprint first!).")
+@click.option("--hash/--no-hash", "hashed", default=False, help="Write the host name hashed, like ssh-keyscan -H.")
+@common
+def trust(host: str, port: int | None, yes: bool, hashed: bool) -> None:
+    """Fetch a server's host key, show its fingerprint, and add it to known_hosts after confirmation."""
+    from .trust import add_key, fetch_key
+
+    st = state()
+    cfg = st.config()
+    info = fetch_key(host, port, cfg)
+    if not st.json or not yes:
+        click.echo(f"{info['entry']} offers {info['key_type']} {info['fingerprint']}", err=st.json)
+        if info["known"] == "same":
+            click.echo(f"already trusted in {info['known_hosts']}", err=st.json)
+        elif info["known"] == "different":
+            click.secho(f"WARNING: {info['known_hosts']} has a DIFFERENT key for {info['entry']}: "
+                        "the server was reinstalled, or this is an attack", fg="red", err=True)
+    if info["known"] != "same":
+        if not yes:
+            click.confirm(f"Add this key to {info['known_hosts']}?", abort=True, err=True)
+        add_key(info, hashed)
+        info["added"] = True
+        if not st.json:
+            click.echo(f"added {info['entry']} to {info['known_hosts']}")
+    else:
+        info["added"] = False
+    info.pop("key", None)
+    if st.json:
+        emit(info, lambda d: None)
+
+
+@cli.command(epilog="Examples: mavps demo        mavps demo --workers 5 --tasks 20        "
+                    "mavps demo --workspace sftp://myvps/tmp/mavps-demo")
+@click.option("--workers", "n_workers", type=click.IntRange(1, 32), default=3, show_default=True,
+              help="Worker processes.")
+@click.option("--tasks", "n_tasks", type=click.IntRange(1, 500), default=12, show_default=True, help="Tasks to run.")
+@click.option("--keep", is_flag=True, help="Keep the temporary workspace afterwards.")
+@click.option("--timeout", type=click.FloatRange(5, 3600), default=55.0, show_default=True,
+              help="Give up (and fail) after this many seconds.")
+@common
+def demo(n_workers: int, n_tasks: int, keep: bool, timeout: float) -> None:
+    """Run the whole flow for real: a coordinator, N worker processes, a live board, a check.
+
+    Without a configured workspace it uses a temporary local one. A configured
+    workspace must be new or empty (the demo never touches real state).
+    """
+    from .demo import run_demo
+
+    st = state()
+    summary = run_demo(st.config(), n_workers, n_tasks, keep=keep, timeout=timeout, live=not st.json)
+    emit(summary, lambda s: _render().demo_summary(s))
+    if not summary["check"]["ok"]:
+        raise click.exceptions.Exit(1)
+
+
+# ----- helpers behind edit, unlock and doctor (no click in here) ------------------------
+#: Lock candidate and stale directories older than this are leftovers of crashed processes.
+LEFTOVER_AGE = 60.0
+
+
+def edit_state(ws: Any, name: str, ttl: float) -> dict[str, Any]:
+    """Run $VISUAL/$EDITOR on a local copy of a state file while holding the lock; validate; commit."""
+    import subprocess
+    import tempfile
+
+    from .errors import InvalidInput
+
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+    calls: list[str] = []
+
+    def change(txn: Any) -> bool:
+        if calls:  # transact retries after LockLost: never reopen the editor on changed state
+            raise MavpsError(f"the edit took longer than half of --ttl ({ttl:g}s), so the lock lease ran out; nothing "
+                             f"was saved. Your edited copy is at {calls[0]}: run `mavps edit {name} --ttl ...` again")
+        original = txn.raw.get(name)
+        fd, tmp = tempfile.mkstemp(prefix="mavps-edit-", suffix=f"-{name}")
+        calls.append(tmp)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(original if original is not None else b"{}\n" if name != "task-queue.json" else b"[]\n")
+        try:
+            rc = subprocess.call([*shlex.split(editor), tmp])
+        except OSError as exc:
+            raise ConfigError(f"cannot run the editor {editor!r} ({exc.strerror}): set EDITOR to one that works") from None
+        if rc != 0:
+            raise MavpsError(f"the editor {editor!r} exited with status {rc}; {name} was not changed "
+                             f"(your copy is at {tmp})")
+        with open(tmp, "rb") as fh:
+            new = fh.read()
+        if new == original:
+            os.unlink(tmp)
+            return False
+        try:
+            value = validate_state(name, new)
+        except ValueError as exc:
+            raise InvalidInput(f"{name} was not saved: {exc}. The original is unchanged; your edited copy "
+                               f"is saved at {tmp}") from None
+        txn.write(name, value)
+        txn.log.append({"timestamp": txn.stamp, "agent": ws.agent, "event": "state_edited",
+                        "message": f"{name} edited by hand with `mavps edit`", "file": name})
+        os.unlink(tmp)
+        return True
+
+    changed = ws.store.transact([name], change, ttl=ttl)
+    return {"file": name, "changed": changed, "workspace": ws.location}
+
+
+def validate_state(name: str, data: bytes) -> Any:
+    """Parse and check a state file's new contents; ValueError says what is wrong."""
+    from .errors import CorruptState
+    from .models import load_tasks, load_workers
+
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text (byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    try:
+        if name == "task-queue.json":
+            if not isinstance(value, list):
+                raise ValueError("must be a JSON array of tasks")
+            load_tasks(value)
+        elif name == "worker-status.json":
+            load_workers(value)
+        else:
+            if not isinstance(value, dict):
+                raise ValueError("must be a JSON object")
+            if not isinstance(value.get("next_task_id", 1), int) or isinstance(value.get("next_task_id"), bool):
+                raise ValueError("'next_task_id' must be an integer")
+    except CorruptState as exc:
+        raise ValueError(exc.problem) from None
+    return value
+
+
+def _server_now(tr: Any, extra: Any = None) -> float | None:
+    """The server's clock (the mtime of a directory made and removed just now)."""
+    from . import lock as lk
+    from .transport.base import Batch
+
+    probe = lk.candidate_dir(lk.new_token())
+    b = Batch()
+    b.mkdir(probe)
+    st = b.stat(probe)
+    b.rmdir(probe)
+    tr.run(b)
+    return st.value.mtime if st.ok else None
+
+
+def lock_info(tr: Any, default_ttl: float) -> dict[str, Any]:
+    """Who holds the workspace lock, for how long by the server's clock, and whether it is stale."""
+    from . import lock as lk
+    from .transport.base import Batch
+
+    record, owner_st = lk.read_owner(tr)
+    b = Batch()
+    lock_st = b.stat(lk.LOCK)
+    tr.run(b)
+    if not lock_st.ok:
+        return {"held": False, "holder": None, "held_for": None, "ttl": default_ttl, "stale": False}
+    now = _server_now(tr)
+    ref = owner_st or lock_st.value
+    held_for = None if now is None else round(max(0.0, now - ref.mtime), 1)
+    ttl = lk.holder_ttl(record, default_ttl)
+    return {"held": True, "holder": record, "held_for": held_for, "ttl": ttl,
+            "stale": held_for is not None and held_for > ttl,
+            "identity": lk.identity_of(lock_st.value, owner_st)}
+
+
+def leftovers(tr: Any, older_than: float) -> list[str]:
+    """Candidate (`.mavps.lock.<token>`) and broken (`.mavps.lock.stale-*`) directories older than this."""
+    from . import lock as lk
+    from .transport.base import Batch
+
+    names = [n for n in tr.listdir("") if n.startswith(lk.LOCK + ".")]
+    if not names:
+        return []
+    b = Batch()
+    stats = {n: b.stat(n) for n in names}
+    tr.run(b)
+    now = _server_now(tr)
+    if now is None:
+        return []
+    return sorted(n for n, st in stats.items() if st.ok and st.value.is_dir and now - st.value.mtime > older_than)
+
+
+def cleanup_leftovers(tr: Any, older_than: float) -> list[str]:
+    from .transport.base import Batch
+
+    removed = []
+    for name in leftovers(tr, older_than):
+        try:
+            inside = tr.listdir(name)
+        except FileNotFoundError:
+            continue
+        b = Batch()
+        for n in inside:  # files, or the `now` probe directory a crash may leave
+            b.remove(f"{name}/{n}")
+            b.rmdir(f"{name}/{n}")
+        gone = b.rmdir(name)
+        tr.run(b)
+        if gone.ok:
+            removed.append(name)
+    return removed
+
+
+def break_held(ws: Any, info: dict[str, Any]) -> str:
+    """Break the lock described by `lock_info` (not a newer one); log it. 'broken', 'gone' or 'restored'."""
+    from . import lock as lk
+
+    holder = info.get("holder") or {}
+    result = lk.break_lock(ws.transport, info["identity"], holder.get("token"), lk.new_token())
+    if result == "broken":
+        ws.log.append(f"workspace lock held by {holder.get('owner', 'an unknown holder')} broken by hand "
+                      "with `mavps unlock --force`", event="lock_broken", holder=holder or None,
+                      held_for=info.get("held_for"), by_hand=True)
+    return result
+
+
+def run_checks(flags: dict[str, Any]) -> list[dict[str, Any]]:
+    """`mavps doctor`: each check is {check, ok, detail, fix}; stops where later checks cannot run."""
+    from .config import config_file
+    from .errors import HostKeyError, TransportError
+    from .session import NO_WORKSPACE
+
+    out: list[dict[str, Any]] = []
+
+    def add(check: str, ok: bool, detail: str, fix: str | None = None) -> None:
+        out.append({"check": check, "ok": ok, "detail": detail, "fix": None if ok else fix})
+
+    try:
+        cfg = load_config(flags)
+    except ConfigError as exc:
+        add("config", False, str(exc), "correct the value named above (flag, MAVPS_* variable or config file)")
+        return out
+    add("config", True, f"config file: {config_file() or 'none'}; workspace from {cfg.source('workspace')}")
+    if not cfg.workspace:
+        add("workspace", False, "no workspace configured", NO_WORKSPACE.replace("no workspace configured: ", ""))
+        return out
+    from .transport import parse_url
+
+    try:
+        kind, parts = parse_url(cfg.workspace)
+    except ConfigError as exc:
+        add("workspace", False, str(exc), "give a local path or sftp://[user@]host[:port]/abs/path")
+        return out
+    try:
+        ws = open_workspace(cfg)
+    except HostKeyError as exc:
+        add("connection", True, f"reached {parts.get('host')}")
+        add("host key", False, str(exc), f"check the fingerprint, then `mavps trust {parts.get('host')}`")
+        return out
+    except TransportError as exc:
+        add("connection", False, str(exc), "check the host, port and user, that sshd runs, and --identity-file")
+        return out
+    with ws:
+        if kind == "sftp":
+            add("connection", True, f"connected to {ws.location}")
+            add("host key", True, f"matches {cfg.known_hosts or '~/.ssh/known_hosts'}")
+        else:
+            add("connection", True, f"local directory {ws.location}")
+        _check_workspace(ws, add)
+    return out
+
+
+def _check_workspace(ws: Any, add: Callable[..., None]) -> None:
+    from .models import QUEUE_FILE, TASKS_DIR, TaskStatus, load_tasks, load_workers
+    from .store import LOG_FILE
+    from .timeutil import parse, utcnow
+    from .transport.base import Batch
+    from .workspace import STATE_FILES
+
+    tr = ws.transport
+    b = Batch()
+    root = b.stat("")
+    present = {p: b.stat(p) for p in (*STATE_FILES, LOG_FILE, TASKS_DIR)}
+    tr.run(b)
+    if not root.ok:
+        add("layout", False, f"{ws.location} does not exist", "run `mavps init`")
+        return
+    missing = [p for p, st in present.items() if not st.ok]
+    add("layout", not missing, "all files present" if not missing else f"missing: {', '.join(missing)}",
+        "run `mavps init` (it keeps existing files)")
+    raw = ws.store.look([p for p in STATE_FILES if p not in missing])
+    tasks = []
+    bad = []
+    for name, data in raw.items():
+        if data is None:
+            continue
+        try:
+            value = validate_state(name, data)
+            if name == QUEUE_FILE:
+                tasks = load_tasks(value)
+            elif name == "worker-status.json":
+                load_workers(value)
+        except ValueError as exc:
+            bad.append(f"{name}: {exc}")
+    add("state files", not bad, "valid JSON, valid records" if not bad else "; ".join(bad),
+        "fix it with `mavps edit FILE`, or restore FILE.bak")
+    info = lock_info(tr, ws.config.lock_ttl)
+    if not info["held"]:
+        add("lock", True, "free")
+    else:
+        who = (info["holder"] or {}).get("owner", "an unknown holder")
+        held = f" for {info['held_for']:.0f}s" if info["held_for"] is not None else ""
+        add("lock", not info["stale"], f"held by {who}{held} (lease {info['ttl']:g}s)" + (": stale" if info["stale"] else ""),
+            "if that holder is dead, `mavps unlock --force` (waiters also break it by themselves)")
+    old = leftovers(tr, max(LEFTOVER_AGE, ws.config.lock_timeout))
+    add("lock leftovers", not old, "none" if not old else f"{len(old)} old lock director(ies): {', '.join(old)}",
+        "run `mavps unlock` to remove them")
+    now = utcnow()
+    expired = [t.id for t in tasks if t.status is TaskStatus.IN_PROGRESS
+               and (parse(t.lease_expires_at) is None or parse(t.lease_expires_at) <= now)]
+    add("leases", not expired, "no expired leases" if not expired else
+        f"expired leases on task(s) {', '.join(f'#{i}' for i in expired)}",
+        "run `mavps reap` (any claim or heartbeat also returns them to the queue)")
+    views = ws.workers.list()
+    online = sum(1 for v in views if v.online)
+    add("workers", True, f"{online} online, {len(views) - online} offline")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
