@@ -1,0 +1,112 @@
+"""Many processes, each with its own connection, share one workspace."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from conftest import Target
+
+DRAIN = Path(__file__).parent / "support" / "drain.py"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def spawn_drainers(target: Target, n: int, out_dir: Path) -> list[subprocess.Popen]:
+    extra = [target.settings["identity_file"], target.settings["known_hosts"]] if target.server else []
+    return [
+        subprocess.Popen([sys.executable, str(DRAIN), target.url, f"w{i}", str(out_dir / f"w{i}.txt"), *extra], env=env())
+        for i in range(n)
+    ]
+
+
+def check_state(path: Path) -> list[dict]:
+    tasks = json.loads((path / "task-queue.json").read_text())
+    json.loads((path / "worker-status.json").read_text())
+    for line in (path / "agent-comms.jsonl").read_text().splitlines():
+        json.loads(line)
+    assert not list(path.glob(".mavps.lock*")), "a lock or candidate was left behind"
+    return tasks
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_eight_processes_drain_two_hundred_tasks(target, open_ws, tmp_path):
+    coordinator = open_ws()
+    coordinator.init()
+    for i in range(200):
+        coordinator.queue.add(f"task {i}", f"do {i}")
+    started = time.monotonic()
+    procs = spawn_drainers(target, 8, tmp_path)
+    codes = [p.wait(timeout=280) for p in procs]
+    elapsed = time.monotonic() - started
+    assert codes == [0] * 8
+
+    completed_by = Counter()
+    for f in tmp_path.glob("w*.txt"):
+        for line in f.read_text().splitlines():
+            kind, tid = line.split()
+            if kind == "completed":
+                completed_by[int(tid)] += 1
+    assert sorted(completed_by) == list(range(1, 201)), "a task was lost"
+    assert max(completed_by.values()) == 1, "a task was completed twice"
+
+    tasks = check_state(target.path)
+    assert all(t["status"] == "completed" for t in tasks)
+    log = [json.loads(x) for x in (target.path / "agent-comms.jsonl").read_text().splitlines()]
+    claims = Counter(r["task_id"] for r in log if r.get("event") == "task_claimed")
+    done = Counter(r["task_id"] for r in log if r.get("event") == "task_completed")
+    assert set(claims.values()) == {1} and len(claims) == 200, "a task was held by two workers"
+    assert set(done.values()) == {1} and len(done) == 200
+    print(f"\n[{target.kind}] 8 processes, 200 tasks, {elapsed:.1f}s, double claims: 0")
+
+
+HOLD_LOCK = textwrap.dedent("""
+    import os, sys, time
+    from mavps import Workspace
+    url, marker = sys.argv[1], sys.argv[2]
+    extra = dict(identity_file=sys.argv[3], known_hosts=sys.argv[4], ssh_config=os.devnull) if len(sys.argv) > 3 else {}
+    ws = Workspace.open(url, agent="doomed", lock_ttl=2, **extra)
+    def change(txn):
+        open(marker, "w").write("locked")
+        time.sleep(600)
+    ws.store.transact(["task-queue.json"], change)
+""")
+
+
+@pytest.mark.timeout(120)
+def test_holder_killed_while_holding_lock_is_recovered(target, open_ws, tmp_path):
+    ws = open_ws(lock_ttl=2)
+    ws.init()
+    for i in range(3):
+        ws.queue.add(f"t{i}", "x")
+    before = json.loads((target.path / "task-queue.json").read_text())
+    marker = tmp_path / "locked"
+    extra = [target.settings["identity_file"], target.settings["known_hosts"]] if target.server else []
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, target.url, str(marker), *extra], env=env())
+    deadline = time.monotonic() + 30
+    while not marker.exists():
+        assert time.monotonic() < deadline and proc.poll() is None, "the holder never took the lock"
+        time.sleep(0.05)
+    assert (target.path / ".mavps.lock").is_dir()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    task = ws.queue.claim("survivor")  # waits out the dead holder's lease, then breaks the lock
+    assert task is not None and task.id == 1
+    after = json.loads((target.path / "task-queue.json").read_text())
+    assert [t["id"] for t in after] == [t["id"] for t in before]
+    events = [r["event"] for r in ws.log.tail(10)]
+    assert "lock_broken" in events
+    assert not (target.path / ".mavps.lock").exists()
