@@ -110,3 +110,32 @@ def test_holder_killed_while_holding_lock_is_recovered(target, open_ws, tmp_path
     events = [r["event"] for r in ws.log.tail(10)]
     assert "lock_broken" in events
     assert not (target.path / ".mavps.lock").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_local_and_sftp_clients_share_one_workspace(sshd, tmp_path):
+    """A coordinator on the VPS itself (local) and workers over SFTP, at once."""
+    local = Target("local", tmp_path / "ws", None)
+    remote = Target("sftp", tmp_path / "ws", sshd)
+    with local.open("coordinator") as coordinator:
+        coordinator.init()
+        for i in range(60):
+            coordinator.queue.add(f"task {i}", "x")
+        procs = spawn_drainers(local, 3, tmp_path) + [
+            subprocess.Popen([sys.executable, str(DRAIN), remote.url, f"r{i}", str(tmp_path / f"r{i}.txt"),
+                              remote.settings["identity_file"], remote.settings["known_hosts"]], env=env())
+            for i in range(3)
+        ]
+        assert [p.wait(timeout=280) for p in procs] == [0] * 6
+    completed = Counter()
+    by_kind = Counter()
+    for f in list(tmp_path.glob("w*.txt")) + list(tmp_path.glob("r*.txt")):
+        for line in f.read_text().splitlines():
+            kind, tid = line.split()
+            if kind == "completed":
+                completed[int(tid)] += 1
+                by_kind[f.name[0]] += 1
+    assert sorted(completed) == list(range(1, 61)) and max(completed.values()) == 1
+    assert by_kind["w"] > 0 and by_kind["r"] > 0, "one kind of client never got work"
+    check_state(local.path)
