@@ -68,6 +68,24 @@ def _status_error(msg: Any, what: str) -> BaseException | None:
     return OSError(f"{text or 'Failure'}: {what}")
 
 
+def _no_delay(client: paramiko.SSHClient | None) -> None:
+    """Send each request at once (TCP_NODELAY).
+
+    A batch is several SSH packets written one after another; with Nagle's
+    algorithm on, every packet after the first waits for the ACK of the first:
+    one extra round trip per batch on a WAN (measured through the latency
+    proxy at 20 ms RTT: a claim took 197 ms with Nagle, 93 ms without), and a
+    40 ms delayed-ACK stall per multi-packet batch even on loopback.
+    """
+    transport = client.get_transport() if client is not None else None
+    sock = getattr(transport, "sock", None)
+    if isinstance(sock, socket.socket):  # not a ProxyCommand pipe
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+
 class SFTPTransport(Transport):
     def __init__(self, client: paramiko.SSHClient | None, sftp: paramiko.SFTPClient, endpoint: Endpoint) -> None:
         super().__init__()
@@ -78,6 +96,7 @@ class SFTPTransport(Transport):
         user = f"{endpoint.user}@" if endpoint.user else ""
         self.location = f"sftp://{user}{endpoint.alias or endpoint.host}:{endpoint.port}{self.root}"
         self._broken: str | None = None
+        _no_delay(client)
 
     def _path(self, rel: str) -> bytes:
         full = self.root if rel in ("", ".") else f"{self.root.rstrip('/')}/{rel}"
