@@ -18,7 +18,7 @@ from .errors import CorruptState, Fenced, InvalidInput, NotFound, Refused
 from .models import (ARCHIVE_FILE, FINISHED, META_FILE, QUEUE_FILE, WORKERS_FILE, Task, TaskStatus, Worker,
                      instruction_path, load_tasks, load_workers)
 from .store import Store, Txn, log_line
-from .timeutil import after, iso, parse
+from .timeutil import after, iso, parse, utcnow
 
 #: Finished tasks kept in task-queue.json; older ones move to the archive.
 KEEP_FINISHED = 200
@@ -69,6 +69,12 @@ class Queue:
         """What is claimable now (by a worker with these capabilities, if given)."""
         tasks = load_tasks(self._look(QUEUE_FILE))
         caps = None if capabilities is None else set(validate.capabilities(list(capabilities)))
+        now = utcnow()  # a look only: expired leases count as claimable, as the next claim will reap them
+        for t in tasks:
+            expires = parse(t.lease_expires_at)
+            if t.status is TaskStatus.IN_PROGRESS and expires is not None and expires <= now \
+                    and t.attempts < t.max_attempts:
+                back_to_pending(t)
         return claimable(tasks, caps)
 
     def _look(self, path: str) -> Any:
@@ -105,6 +111,7 @@ class Queue:
 
         def change(txn: Txn) -> Task:
             tasks = load_tasks(txn.json(QUEUE_FILE, []))
+            reap(txn, tasks)
             meta = read_meta(txn)
             by_id = {t.id: t for t in tasks}
             next_id = max([meta.get("next_task_id", 1)] + [t.id + 1 for t in tasks])

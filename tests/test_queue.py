@@ -267,3 +267,14 @@ def test_history_is_archived_and_ids_stay_unique(open_ws, target):
     assert len(ws.queue.list(include_archived=True)) == total
     assert ws.queue.get(1).status is TaskStatus.COMPLETED  # read from the archive
     assert ws.queue.add("new", "x").id == total + 1
+
+
+def test_ready_counts_expired_leases_as_claimable(open_ws):
+    ws = open_ws(lease_ttl=1)
+    ws.init()
+    ws.queue.add("t", "x")
+    ws.queue.claim("crashed")
+    assert ws.queue.ready() == []
+    time.sleep(2.2)
+    assert [t.id for t in ws.queue.ready()] == [1]
+    assert ws.queue.claim("next").id == 1
