@@ -278,7 +278,8 @@ def task() -> None:
 @click.option("--instructions", "instructions", metavar="TEXT", help="Instructions text.")
 @click.option("--instructions-file", type=click.File("r", encoding="utf-8"), metavar="FILE",
               help="Read the instructions from a local file ('-' for stdin).")
-@click.option("--template", metavar="NAME", help="Use templates/NAME.md from the workspace as instructions.")
+@click.option("--template", metavar="NAME", help="Fill in a built-in instructions template (task-instructions) "
+              "or a .md file of yours.")
 @click.option("--context", "context", multiple=True, metavar="PATH", help="Context file in the workspace (repeatable).")
 @click.option("--requires", multiple=True, metavar="CAP", help="Capability a worker needs (repeatable).")
 @click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
@@ -296,21 +297,17 @@ def task_add(description: str, instructions: str | None, instructions_file: Any,
     if instructions_file is not None:
         instructions = instructions_file.read()
     elif template is not None:
-        instructions = _template(ws, template, description)
+        instructions = _template(template, description, context, requires)
     t = ws.queue.add(description, instructions, context_files=context, requires=requires, priority=priority,
                      depends_on=depends_on, max_attempts=max_attempts)
     emit(task_out(t), _one_task("Added"))
 
 
-def _template(ws: Any, name: str, description: str) -> str:
-    from . import validate
-    from .errors import NotFound
+def _template(name: str, description: str, context: tuple[str, ...], requires: tuple[str, ...]) -> str:
+    from .templates import render_task_template
 
-    path = validate.relative_path(f"templates/{name}.md", "template")
-    data = ws.store.look([path])[path]
-    if data is None:
-        raise NotFound(f"no template {name!r}: write it to templates/{name}.md in the workspace")
-    return data.decode("utf-8", "replace").replace("{description}", description)
+    return render_task_template(name, {"description": description, "context_files": list(context),
+                                       "requirements": list(requires) or None})
 
 
 @task.command("list", epilog="Example: mavps task list --status pending --json")
@@ -977,7 +974,11 @@ def _check_workspace(ws: Any, add: Callable[..., None]) -> None:
     add("leases", not expired, "no expired leases" if not expired else
         f"expired leases on task(s) {', '.join(f'#{i}' for i in expired)}",
         "run `mavps reap` (any claim or heartbeat also returns them to the queue)")
-    views = ws.workers.list()
+    try:
+        views = ws.workers.list()
+    except MavpsError as exc:
+        add("workers", False, str(exc), "fix worker-status.json first (see above)")
+        return
     online = sum(1 for v in views if v.online)
     add("workers", True, f"{online} online, {len(views) - online} offline")
 
