@@ -47,8 +47,13 @@ def _config(name: str) -> Any:
 
 def _run(name: str, fn: Any, event: str) -> None:
     """Call one hook function inside its hard deadline; print, never raise."""
+    import logging
+
     from . import hook as hk
 
+    # paramiko logs its network thread's tracebacks through logging's last-resort
+    # handler (stderr); a hook states the reason in one line instead.
+    logging.getLogger("paramiko").addHandler(logging.NullHandler())
     data = _read_input(name)
     if data is None:
         return
