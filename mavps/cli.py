@@ -673,9 +673,10 @@ def trust(host: str, port: int | None, yes: bool, hashed: bool) -> None:
         click.echo(f"{info['entry']} offers {info['key_type']} {info['fingerprint']}", err=st.json)
         if info["known"] == "same":
             click.echo(f"already trusted in {info['known_hosts']}", err=st.json)
-        elif info["known"] == "different":
-            click.secho(f"WARNING: {info['known_hosts']} has a DIFFERENT key for {info['entry']}: "
-                        "the server was reinstalled, or this is an attack", fg="red", err=True)
+    if info["known"] == "different":
+        die(f"{info['known_hosts']} has a DIFFERENT key for {info['entry']}: the server was reinstalled, or this "
+            f"is an attack. If you are sure, remove the old key (`ssh-keygen -R {shlex.quote(info['entry'])} -f "
+            f"{info['known_hosts']}`) and run `mavps trust` again")
     if info["known"] != "same":
         if not yes:
             click.confirm(f"Add this key to {info['known_hosts']}?", abort=True, err=True)
