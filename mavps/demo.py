@@ -240,7 +240,7 @@ def worker_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--worker", required=True)
     ap.add_argument("--caps", default="")
     ap.add_argument("--settings", default="{}")
-    ap.add_argument("--work", type=float, default=0.25, help="mean seconds of pretend work per task")
+    ap.add_argument("--work", type=float, default=0.5, help="mean seconds of pretend work per task")
     args = ap.parse_args(argv)
     config = Config().with_values(json.loads(args.settings), "the demo")
     caps = [c for c in args.caps.split(",") if c]
