@@ -327,10 +327,24 @@ class _Session:
         return after(self.server_now, time.monotonic() - self.mono_at)
 
     def ready(self) -> bool:
+        """Something is claimable, counting tasks whose lease ran out (the claim reaps them).
+
+        Why: a task held by a worker that died comes back only when some
+        change reaps it; a worker waiting in this hook must see it, or the
+        task waits for the next heartbeat or the next Stop (maybe never, if
+        the waiting worker reaches its idle timeout first).
+        """
         from .queue import claimable
 
         caps = set(self.caps) if self.caps else set(self.record.capabilities if self.record else [])
-        return bool(claimable(self.tasks, caps))
+        now = self.now() if self.server_now is not None else None
+        tasks = self.tasks
+        if now is not None:
+            tasks = [replace(t, status=TaskStatus.PENDING)
+                     if t.status is TaskStatus.IN_PROGRESS and t.attempts < t.max_attempts
+                     and (exp := parse(t.lease_expires_at)) is not None and exp <= now else t
+                     for t in tasks]
+        return bool(claimable(tasks, caps))
 
     def claim(self) -> Task | None:
         return self.ws.queue.claim(self.worker, self.caps or None)
