@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 
+from mavps.timeutil import parse
+
 from .claude_env import require_claude
 from .fake_model import FakeModel, ScriptedWorker
 from .stand import Stand, wait_for
@@ -115,3 +117,148 @@ def test_one_worker_drains_a_queue(stand_factory: Any, model: FakeModel) -> None
     figure("1 one worker drains a queue", tasks=n, workers=1, wall=done_at - worker.started,
            requests=busy_requests, idle_requests=idle_requests, idle_seconds=idle_seconds,
            extra=f"then exit after {idle_seconds:.0f}s idle (hook_wait 3s, idle_timeout 6s)")
+
+
+def requests_between(model: FakeModel, start: float, end: float) -> int:
+    """Main model requests received in the wall-clock interval [start, end)."""
+    return sum(1 for r in model.main_requests() if start <= r.time < end)
+
+
+# ---------------------------------------------------------------------------
+# 2. A waiting worker picks up a task added later, then stops by itself
+
+
+@pytest.mark.timeout(300)
+def test_waiting_worker_picks_up_a_new_task_then_stops_when_idle(stand_factory: Any, model: FakeModel) -> None:
+    hook_wait, idle_timeout = 5.0, 20.0
+    stand = stand_factory(hook_wait=hook_wait, idle_timeout=idle_timeout)
+    work = stand.shared / "work.log"
+    worker = stand.worker("w1").start()
+    t0 = time.time()
+    wait_for("w1 registered", lambda: "w1" in stand.workers(), 60)
+    time.sleep(8)  # well into its wait inside the Stop hook
+    added = time.time()
+    with stand.open("coordinator") as ws:
+        task = ws.queue.add("Late task: append late-1 to the work log",
+                            f"Append one line to the shared work log.\nRUN: echo late-1 >> {work}\n")
+    done = wait_for("the late task completed",
+                    lambda: stand.tasks()[task.id].status.value == "completed" and time.time(), 60)
+    picked_up = done - added
+    rc = worker.wait(idle_timeout + 60)
+    ended = time.time()
+    assert rc == 0, (worker.stdout, worker.stderr)
+    assert_clean(model)
+
+    assert work_lines(work) == ["late-1"]
+    final = stand.tasks()[task.id]
+    assert final.claimed_by == "w1"
+    # Waiting happens in the hook: before the task, the prompt's turn plus about one
+    # "no work yet" turn per hook_wait; the task itself is 3 turns.
+    before = requests_between(model, t0 - 5, added)
+    assert before <= 1 + (added - t0) / hook_wait + 1, before
+    task_requests = requests_between(model, added, done + 0.5)
+    assert task_requests <= 4, task_requests
+    after = requests_between(model, done + 0.5, ended + 1)
+    assert after <= idle_timeout / hook_wait + 2, after
+    # It stopped by itself at the idle timeout, and says so in the workspace.
+    idle_for = ended - done
+    assert idle_timeout - 2 <= idle_for <= idle_timeout + hook_wait + 20, idle_for
+    w1 = stand.workers()["w1"]
+    assert w1.worker.status == "offline"
+    assert any(r.get("event") == "worker_offline" and r.get("worker") == "w1" for r in stand.log())
+    idle_req = before - 1 + after  # minus the prompt's own turn
+    idle_secs = (added - t0) + idle_for
+    figure("2 waiting worker picks up a late task", tasks=1, workers=1, wall=ended - t0,
+           requests=task_requests, idle_requests=idle_req, idle_seconds=idle_secs,
+           extra=f"picked up {picked_up:.1f}s after it was added (done), exit {idle_for:.0f}s after "
+                 f"the last task (hook_wait {hook_wait:.0f}s, idle_timeout {idle_timeout:.0f}s)")
+
+
+# ---------------------------------------------------------------------------
+# 3. Workers with different capabilities share one queue
+
+
+@pytest.mark.timeout(300)
+def test_workers_with_capabilities_share_a_queue(stand_factory: Any, model: FakeModel) -> None:
+    stand = stand_factory(hook_wait=3, idle_timeout=8)
+    work = stand.shared / "work.log"
+    caps = {"w-py": ["python"], "w-js": ["js"], "w-plain": []}
+    kinds = {"python": ["python"], "js": ["js"], "any": []}
+    expected = {}
+    with stand.open("coordinator") as ws:
+        for i in range(12):
+            kind = list(kinds)[i % 3]
+            t = ws.queue.add(f"Task {i} ({kind})",
+                             f"Append a line naming this task and yourself to the shared work log.\n"
+                             f"RUN: sleep 0.5; echo t{i}:$MAVPS_WORKER_ID >> {work}\n",
+                             requires=kinds[kind])
+            expected[t.id] = i
+    workers = [stand.worker(name, capabilities=c) for name, c in caps.items()]
+    t0 = time.monotonic()
+    for w in workers:
+        w.start()
+    done_at = wait_for("all tasks completed", lambda: all(
+        t.status.value == "completed" for t in stand.tasks().values()) and time.monotonic(), 240)
+    busy_requests = len(model.main_requests())
+    for w in workers:
+        assert w.wait(120) == 0, (w.name, w.stdout, w.stderr)
+    assert_clean(model)
+
+    tasks = stand.tasks()
+    lines = work_lines(work)
+    assert len(lines) == len(expected) == len(set(lines)), lines  # none done twice
+    by_task = dict(line.split(":", 1) for line in lines)
+    for tid, i in expected.items():
+        t = tasks[tid]
+        assert t.status.value == "completed"
+        assert set(t.requires) <= set(caps[t.claimed_by]), (t.id, t.requires, t.claimed_by)
+        assert t.attempts == 1
+        assert by_task[f"t{i}"] == t.claimed_by  # the Bash tool saw the settings' MAVPS_WORKER_ID
+    share = Counter(t.claimed_by for t in tasks.values())
+    assert set(share) == set(caps), share  # everyone got work (each kind has its own worker)
+    figure("3 three workers, capabilities", tasks=len(tasks), workers=len(workers), wall=done_at - t0,
+           requests=busy_requests, extra=f"share {dict(share)}")
+
+
+# ---------------------------------------------------------------------------
+# 4. A worker killed mid-task: its lease runs out, another worker finishes it
+
+
+@pytest.mark.timeout(300)
+def test_killed_worker_task_is_finished_by_another(stand_factory: Any, model: FakeModel) -> None:
+    # A long hook_wait (as in real use): the rescuer must notice the expired lease
+    # while it waits inside the Stop hook, not only at its next Stop.
+    lease_ttl, hook_wait = 5.0, 30.0
+    stand = stand_factory(hook_wait=hook_wait, idle_timeout=12, lease_ttl=lease_ttl)
+    work = stand.shared / "work.log"
+    first_try = stand.shared / "first-try"
+    with stand.open("coordinator") as ws:
+        task = ws.queue.add("Slow the first time",
+                            "The first attempt hangs (it gets killed); a later one is quick.\n"
+                            f"RUN: test -e {first_try} || {{ touch {first_try}; sleep 600; }}\n"
+                            f"RUN: echo slow-1:$MAVPS_WORKER_ID >> {work}\n")
+    t0 = time.monotonic()
+    victim = stand.worker("w-victim").start()
+    wait_for("the victim to be inside the task", lambda: first_try.exists(), 60)
+    assert stand.tasks()[task.id].claimed_by == "w-victim"
+    rescuer = stand.worker("w-rescuer").start()
+    wait_for("w-rescuer registered", lambda: "w-rescuer" in stand.workers(), 60)
+    victim.kill()
+    killed = time.monotonic()
+    expires = parse(stand.tasks()[task.id].lease_expires_at)
+    done = wait_for("the task completed by the rescuer",
+                    lambda: stand.tasks()[task.id].status.value == "completed" and time.monotonic(), 90)
+    assert rescuer.wait(120) == 0, (rescuer.stdout, rescuer.stderr)
+    assert_clean(model)
+
+    final = stand.tasks()[task.id]
+    assert final.claimed_by == "w-rescuer"
+    assert final.attempts == 2
+    assert work_lines(work) == ["slow-1:w-rescuer"]
+    assert any(r.get("event") == "lease_expired" for r in stand.log())
+    reclaimed = (parse(final.claimed_at) - expires).total_seconds()
+    assert reclaimed < 8, f"claimed {reclaimed:.1f}s after the lease expired"
+    figure("4 killed worker, lease expiry", tasks=1, workers=2, wall=done - t0,
+           requests=len(model.main_requests()),
+           extra=f"reclaimed {reclaimed:.1f}s after the lease expired, finished {done - killed:.1f}s after "
+                 f"the kill (lease_ttl {lease_ttl:.0f}s, hook_wait {hook_wait:.0f}s)")
