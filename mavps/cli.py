@@ -191,6 +191,12 @@ class MavpsGroup(click.Group):
             raise
         except KeyboardInterrupt:
             raise click.exceptions.Exit(130) from None
+        except BrokenPipeError:  # `mavps log --follow | head`: the reader left; so do we, quietly
+            try:
+                sys.stdout = open(os.devnull, "w")
+            except OSError:
+                pass
+            raise click.exceptions.Exit(0) from None
         except Exception as exc:
             st = ctx.obj if isinstance(ctx.obj, State) else State()
             if st.debug:
@@ -365,7 +371,10 @@ def ready(capabilities: tuple[str, ...]) -> None:
               help="This worker's capabilities (repeatable; default: as registered, or MAVPS_CAPABILITIES).")
 @common
 def claim(worker: str | None, capabilities: tuple[str, ...]) -> None:
-    """Claim the best claimable task, and print it with its instructions."""
+    """Claim the best claimable task, and print it with its instructions.
+
+    Exits 3 when nothing is claimable (with --json it prints `null`), so scripts can loop on it.
+    """
     st = state()
     cfg = st.config()
     wid = worker_id(cfg, worker, "claim")
@@ -503,7 +512,8 @@ def worker_remove(worker_name: str, force: bool) -> None:
 @click.option("--tail", "tail", type=click.IntRange(0, 100000), help="Show the last N records (default 20).")
 @click.option("--task", "task_id", type=int, metavar="ID", help="Only records about this task.")
 @click.option("--event", metavar="NAME", help="Only records of this event (task_claimed, message, ...).")
-@click.option("--follow", "-f", is_flag=True, help="Keep printing new records until Ctrl-C.")
+@click.option("--follow", "-f", is_flag=True,
+              help="Keep printing new records until Ctrl-C (with --json: one JSON record per line).")
 @click.option("--interval", type=click.FloatRange(0.05, 60), default=1.0, show_default=True,
               help="Seconds between polls with --follow.")
 @click.option("--max-seconds", type=click.FloatRange(0), metavar="S", help="Stop following after S seconds.")
