@@ -72,8 +72,9 @@ def run_demo(config: Config, n_workers: int = 3, n_tasks: int = 12, *, keep: boo
 
             existing = ws.store.look([QUEUE_FILE])[QUEUE_FILE]
             if existing not in (None, b"[]\n", b"[]"):
-                raise Refused(f"{ws.location} already has tasks: the demo needs a new or empty workspace "
-                              "(pass --workspace with a fresh directory, or none for a temporary one)")
+                raise Refused(f"{ws.location} (workspace from {config.source('workspace')}) already has tasks: "
+                              "the demo needs a new or empty workspace; pass --workspace with a fresh directory, "
+                              "or configure none for a temporary one")
             ws.init()
             ids: list[int] = []
             for p in plan(n_tasks):
