@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import socket
 import time
@@ -32,6 +33,7 @@ from .transport.base import Batch, Transport, joined
 LOCK = ".mavps.lock"
 OWNER = "owner.json"
 MAX_SANE_TTL = 24 * 3600
+_TMP_RE = re.compile(r".+\.([0-9a-f]{16})\.tmp")  # <file>.<token>.tmp, see store.py
 
 
 def new_token() -> str:
@@ -123,21 +125,31 @@ def read_owner(transport: Transport, lock_path: str = LOCK) -> tuple[dict[str, A
     return parse_owner(data), st.value if st.ok else None
 
 
-def remove_tree(transport: Transport, path: str) -> None:
-    """Remove a lock-like directory and the files in it (no deeper levels)."""
+def remove_tree(transport: Transport, path: str) -> list[str]:
+    """Remove a lock-like directory and the files in it (no deeper levels); returns their names."""
     try:
         names = transport.listdir(path)
     except FileNotFoundError:
-        return
+        return []
     b = Batch()
     for name in names:
         b.remove(f"{path}/{name}")
     b.rmdir(path)
     transport.run(b)
+    return names
 
 
-def break_lock(transport: Transport, judged: tuple[Any, ...], judged_token: str | None, my_token: str) -> str:
+def unfinished_commits(names: list[str]) -> list[str]:
+    """Transactions whose temp files are still in a lock: their commit point was not reached."""
+    return sorted({m.group(1) for n in names if (m := _TMP_RE.fullmatch(n))})
+
+
+def break_lock(transport: Transport, judged: tuple[Any, ...], judged_token: str | None, my_token: str,
+               unfinished: list[str] | None = None) -> str:
     """Take a stale lock away. Returns 'broken', 'gone' or 'restored'.
+
+    `unfinished` receives the transactions whose commit the dead holder did not
+    finish (their log records, if written, must be marked rolled back).
 
     Only one breaker's rename can take a given lock. If what was taken is not
     the lock judged stale (a new holder took the lock in between), it is put
@@ -163,5 +175,7 @@ def break_lock(transport: Transport, judged: tuple[Any, ...], judged_token: str 
         transport.run(b)
         if back.ok:
             return "restored"
-    remove_tree(transport, away)
+    names = remove_tree(transport, away)
+    if unfinished is not None:
+        unfinished += unfinished_commits(names)
     return "broken"

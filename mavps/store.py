@@ -182,8 +182,9 @@ class Store:
                 limit, holder = limits.get(sighting.identity, (None, None))
                 if limit is not None and seen > limit:
                     token_seen = holder.get("token") if holder else None
-                    if lk.break_lock(tr, sighting.identity, token_seen, token) == "broken":
-                        self._note_break(holder, seen, sighting.server_age)
+                    unfinished: list[str] = []
+                    if lk.break_lock(tr, sighting.identity, token_seen, token, unfinished) == "broken":
+                        self._note_break(holder, seen, sighting.server_age, unfinished)
                     b = Batch()
                     attempt = self._attempt(b, cand, files, probe=True, close=to_close)
                     sent = time.monotonic()
@@ -261,7 +262,8 @@ class Store:
             age = attempt["probe"].value.mtime - ref.mtime
         return lk.Sighting(ident, age)
 
-    def _note_break(self, holder: dict[str, Any] | None, observed: float, age: float | None) -> None:
+    def _note_break(self, holder: dict[str, Any] | None, observed: float, age: float | None,
+                    unfinished: Sequence[str] = ()) -> None:
         event = {
             "timestamp": iso(utcnow()),
             "agent": self.agent,
@@ -272,8 +274,11 @@ class Store:
             "server_age_seconds": age,
         }
         self.events.append(event)
+        notes = [{"timestamp": event["timestamp"], "agent": self.agent, "event": "rolled_back", "txn": t,
+                  "message": "a stale lock held this transaction's unfinished commit: "
+                             "records with this txn did not take effect"} for t in unfinished]
         try:
-            self.append(LOG_FILE, log_line(event))
+            self.append(LOG_FILE, b"".join(log_line(r) for r in [event, *notes]))
         except MavpsError:
             pass
 
@@ -310,29 +315,35 @@ class Store:
                     raise MavpsError(f"could not write the new state ({reply.error}); nothing was changed")
             self._check_lease(acquired, ttl)
             b = Batch()
-        # Round trip 4: commit, log, release.
-        for p, h in extra.items():
-            b.write(h.value, 0, b"".join(txn.appends[p]))
-            b.close(h.value)
-        renames: list[Reply] = []
-        for f in [k for k in content if k.startswith("#new")] + changed:  # new files before the state naming them
-            if not f.startswith("#new"):
-                b.link(f, f"{L}/{f}.{txn.token}.bak")
-            renames.append(b.replace(f"{L}/{tmp[f]}", targets[f]))
-            if not f.startswith("#new"):
-                b.replace(f"{L}/{f}.{txn.token}.bak", f"{f}.bak")
+        # Round trip 4: log, commit, release. The log lines go first, tagged with the
+        # transaction: a process that dies before the last rename (the first file
+        # named, the commit point) leaves its temp files in the lock, and whoever
+        # breaks that lock marks the transaction rolled back (lock.break_lock).
+        for r in txn.log:
+            r.setdefault("txn", txn.token)
         lines = b"".join(log_line(r) for r in txn.log)
         if log_h.ok:
             if lines:
                 b.write(log_h.value, 0, lines)
             b.close(log_h.value)
+        for p, h in extra.items():
+            b.write(h.value, 0, b"".join(txn.appends[p]))
+            b.close(h.value)
+        renames: list[Reply] = []
+        order = [k for k in content if k.startswith("#new")] + changed[::-1]  # new files first, commit point last
+        for f in order:
+            if not f.startswith("#new"):
+                b.link(f, f"{L}/{f}.{txn.token}.bak")
+            renames.append(b.replace(f"{L}/{tmp[f]}", targets[f]))
+            if not f.startswith("#new"):
+                b.replace(f"{L}/{f}.{txn.token}.bak", f"{f}.bak")
         b.remove(f"{L}/{lk.OWNER}")
         released = b.rmdir(L)
         tr.run(b)
-        if renames and not renames[0].ok:
+        if renames and not renames[-1].ok:
             if txn.log:
                 self._rollback_note(txn)
-            raise LockLost(f"the lock was taken away before the commit ({renames[0].error}); nothing was changed")
+            raise LockLost(f"the lock was taken away before the commit ({renames[-1].error}); nothing was changed")
         if not released.ok:
             self._tidy_lock(txn.token)
         return result

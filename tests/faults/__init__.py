@@ -1,0 +1,1 @@
+"""Fault injection against the real sshd: run with `pytest -m faults` (skip with `-m "not faults"`)."""
