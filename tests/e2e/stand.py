@@ -173,13 +173,14 @@ class Stand:
         capabilities: Sequence[str] = (),
         allow_bash: bool = True,
         timings: Mapping[str, float] | None = None,
+        model_url: str | None = None,
     ) -> Agent:
         """A project dir + HOME for one Claude Code session, set up by ``mavps install-hooks``."""
         base = self.root / "agents" / name
         project = base / "project"
         project.mkdir(parents=True)
         # Nothing allowed in the HOME: permissions must come from the installer.
-        env = make_claude_home(base, project, self.model_url, allow=())
+        env = make_claude_home(base, project, model_url or self.model_url, allow=())
         config = {**self.settings(), **self.timings, **(timings or {})}
         config_dir = base / "home" / ".config" / "mavps"
         config_dir.mkdir(parents=True)

@@ -262,3 +262,63 @@ def test_killed_worker_task_is_finished_by_another(stand_factory: Any, model: Fa
            requests=len(model.main_requests()),
            extra=f"reclaimed {reclaimed:.1f}s after the lease expired, finished {done - killed:.1f}s after "
                  f"the kill (lease_ttl {lease_ttl:.0f}s, hook_wait {hook_wait:.0f}s)")
+
+
+# ---------------------------------------------------------------------------
+# 5. The coordinator side: a claude -p coordinator adds tasks, the workers do them
+
+
+@pytest.mark.timeout(300)
+def test_coordinator_session_adds_tasks_workers_complete_them(stand_factory: Any, model: FakeModel) -> None:
+    hook_wait, idle_timeout = 5.0, 15.0
+    stand = stand_factory(hook_wait=hook_wait, idle_timeout=idle_timeout)
+    work = stand.shared / "work.log"
+    workers = [stand.worker("w-a"), stand.worker("w-b", capabilities=["docs"])]
+    t0 = time.monotonic()
+    for w in workers:
+        w.start()
+    wait_for("both workers registered", lambda: {"w-a", "w-b"} <= set(stand.workers()), 60)
+    # The coordinator may run only `mavps ...` (the installer's rule): no --allow-bash.
+    # Its own stand-in model, so that its requests are counted apart from the workers'.
+    coord_model = FakeModel(ScriptedWorker()).start()
+    coordinator = stand.agent("coord", role="coordinator", allow_bash=False, model_url=coord_model.url)
+    n = 6
+    adds = []
+    for i in range(1, n + 1):
+        requires = " --requires docs" if i % 3 == 0 else ""
+        adds.append(f"RUN: mavps task add 'Coordinated task {i}'{requires} "
+                    f"--instructions 'RUN: echo c{i}:$MAVPS_WORKER_ID >> {work}'")
+    prompt = "You are the mavps coordinator. Add these tasks to the queue:\n" + "\n".join(adds) + "\n"
+    try:
+        coordinator.run(prompt, timeout=120)
+    finally:
+        coord_model.stop()
+    assert coordinator.returncode == 0, (coordinator.stdout, coordinator.stderr)
+    assert_clean(coord_model)
+    coordinator_requests = len(coord_model.main_requests())
+    first = str(coord_model.main_requests()[0].body)
+    assert "mavps: you are the coordinator" in first  # its SessionStart context reached the model
+    assert coordinator_requests == n + 1, coordinator_requests  # one Bash call per task, one ending turn
+    tasks = stand.tasks()
+    assert len(tasks) == n, [t.description for t in tasks.values()]
+    assert all(t.created_by == "coordinator" for t in tasks.values()), [t.created_by for t in tasks.values()]
+    done_at = wait_for("all tasks completed", lambda: all(
+        t.status.value == "completed" for t in stand.tasks().values()) and time.monotonic(), 120)
+    busy_requests = len(model.main_requests())
+    for w in workers:
+        assert w.wait(idle_timeout + 60) == 0, (w.name, w.stdout, w.stderr)
+    ended = max(w.ended for w in workers)
+    assert_clean(model)
+
+    tasks = stand.tasks()
+    lines = work_lines(work)
+    assert sorted(lines) == sorted(f"c{i}:{tasks[i].claimed_by}" for i in tasks), lines
+    assert all(t.claimed_by == "w-b" for t in tasks.values() if t.requires == ["docs"])
+    bodies = " ".join(str(r.body) for r in model.main_requests())
+    assert "mavps: you are worker w-a" in bodies and "mavps: you are worker w-b" in bodies
+    share = Counter(t.claimed_by for t in tasks.values())
+    figure("5 coordinator session + 2 workers", tasks=n, workers=2, wall=done_at - t0,
+           requests=busy_requests,
+           idle_requests=len(model.main_requests()) - busy_requests, idle_seconds=2 * (ended - done_at),
+           extra=f"coordinator: {coordinator_requests} requests, {coordinator.wall:.1f}s; share {dict(share)}; "
+                 "worker requests include their turns before the tasks came; idle = both workers after")
