@@ -26,7 +26,7 @@ import pytest
 from mavps.timeutil import parse
 
 from .claude_env import require_claude
-from .fake_model import FakeModel, ScriptedWorker
+from .fake_model import FakeModel, ScriptedWorker, last_instruction
 from .stand import Stand, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.sftp]
@@ -114,6 +114,14 @@ def test_one_worker_drains_a_queue(stand_factory: Any, model: FakeModel) -> None
     idle_requests = requests - busy_requests
     idle_seconds = worker.ended - done_at
     assert stand.workers()["w1"].worker.status == "offline"
+    # What the model was told: the whole task and the exact completion command, nothing else needed.
+    feedback = [text for _, text in (last_instruction(r.body["messages"]) for r in model.main_requests())
+                if text.startswith("Stop hook feedback:")]
+    first = next(text for text in feedback if "task #1 " in text)
+    for part in ("worker w1", "Task #1: Task 1: append task-1 to the work log", f"RUN: echo task-1 >> {work}",
+                 "mavps complete 1 --worker w1", "mavps fail 1 --worker w1"):
+        assert part in first, (part, first)
+    print("\n[e2e block reason]\n" + first)
     figure("1 one worker drains a queue", tasks=n, workers=1, wall=done_at - worker.started,
            requests=busy_requests, idle_requests=idle_requests, idle_seconds=idle_seconds,
            extra=f"then exit after {idle_seconds:.0f}s idle (hook_wait 3s, idle_timeout 6s)")
