@@ -34,6 +34,20 @@ T = TypeVar("T")
 LOG_FILE = "agent-comms.jsonl"
 MAX_LOG_LINE = 32 * 1024  # larger appends could interleave with other writers
 
+# Waiting for a busy lock. Retries back off with jitter from POLL_FIRST up to
+# POLL_CAP; a waiter that has waited AGE_AFTER seconds polls at most POLL_AGED
+# apart, so waiters that just arrived cannot starve it. A process whose last
+# transaction had to wait first yields up to COURTESY seconds before taking the
+# lock again: otherwise the process that has just released the lock wins it
+# back before any sleeping waiter polls (measured: 16 workers draining a
+# queue, p99 lock wait 5.4 s, and 30 s lock timeouts with a larger queue).
+POLL_FIRST = 0.02
+POLL_CAP = 0.25
+POLL_AGED = 0.04
+AGE_AFTER = 1.0
+COURTESY = 0.05
+CONTENDED_FOR = 2.0  # seconds after a contended transaction during which the next one yields
+
 
 def dumps(value: Any) -> bytes:
     """Pretty JSON for files people read with cat and jq."""
@@ -109,6 +123,7 @@ class Store:
         #: lock wait of the last transaction, seconds (for benchmarks and status)
         self.last_lock_wait = 0.0
         self.events: list[dict[str, Any]] = []  # lock breaks seen, for tests and doctor
+        self._contended_at = -1e9  # monotonic time our last transaction found the lock busy
 
     # ----- lock-free -------------------------------------------------------
     def look(self, paths: Sequence[str]) -> dict[str, bytes | None]:
@@ -151,6 +166,8 @@ class Store:
         cand = lk.candidate_dir(token)
         tmp = {f: f"{f}.{token}.tmp" for f in files}
         tmp.update({f"#new{i}": f"new{i}.{token}.tmp" for i in range(new_files)})
+        if time.monotonic() - self._contended_at < CONTENDED_FOR:
+            time.sleep(random.uniform(0, COURTESY))  # let a waiter have the lock we just gave back
         started = time.monotonic()
         deadline = started + self.settings.lock_timeout
 
@@ -169,7 +186,9 @@ class Store:
             if isinstance(err, FileNotFoundError):
                 raise NotFound(f"workspace {tr.location} does not exist: run `mavps init`") from None
             raise TransportError(f"cannot create the lock in {tr.location}: {err}") from None
-        backoff = 0.02
+        backoff = POLL_FIRST
+        if not attempt["rename"].ok:
+            self._contended_at = started
         limits: dict[tuple[Any, ...], tuple[float, dict[str, Any] | None]] = {}
         while not attempt["rename"].ok:
             to_close = [h.value for _st, h in attempt["inputs"].values() if h.ok]
@@ -196,8 +215,10 @@ class Store:
                 holder, _ = lk.read_owner(tr)
                 self._cleanup_candidate(cand, [owner_h, *out_h.values()], log_h, [f"{cand}/{t}" for t in tmp.values()])
                 raise LockTimeout(now - started, holder, sighting.server_age)
-            time.sleep(min(random.uniform(backoff / 2, backoff), max(0.0, deadline - now)))
-            backoff = min(backoff * 2, 0.5)
+            step = backoff if now - started < AGE_AFTER else min(backoff, POLL_AGED)
+            time.sleep(min(random.uniform(step / 2, step), max(0.0, deadline - now)))
+            backoff = min(backoff * 2, POLL_CAP)
+            self._contended_at = time.monotonic()
             b = Batch()
             attempt = self._attempt(b, cand, files, probe=True, close=to_close)
             sent = time.monotonic()
