@@ -2,6 +2,7 @@
 agent and default keys, known_hosts always checked, every wait bounded."""
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from typing import Any
@@ -63,6 +64,8 @@ class _RefuseUnknown(paramiko.MissingHostKeyPolicy):
 
 def open_sftp(endpoint: Endpoint, known_hosts: str | None, connect_timeout: float,
               reply_timeout: float, passphrase: str | None = None) -> SFTPTransport:
+    # paramiko logs its own tracebacks for failures we report ourselves, in one line.
+    logging.getLogger("paramiko").addHandler(logging.NullHandler())
     known = os.path.expanduser(known_hosts or "~/.ssh/known_hosts")
     client = paramiko.SSHClient()
     if os.path.isfile(known):
@@ -109,6 +112,11 @@ def open_sftp(endpoint: Endpoint, known_hosts: str | None, connect_timeout: floa
         raise TransportError(
             f"authentication failed for {where} (tried {tried}): {exc}. "
             "Check the user and give the right key with --identity-file"
+        ) from None
+    except paramiko.ssh_exception.NoValidConnectionsError:
+        client.close()
+        raise TransportError(
+            f"cannot connect to {where}: connection refused. Check the host and port, and that sshd runs there"
         ) from None
     except (socket.timeout, TimeoutError) as exc:
         client.close()
