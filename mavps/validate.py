@@ -36,6 +36,8 @@ def capabilities(values: object) -> list[str]:
         return []
     if isinstance(values, str):
         values = [v for v in values.split(",")]
+    if not isinstance(values, (list, tuple, set, frozenset)):
+        raise InvalidInput(f"invalid capabilities {values!r}: a list of names")
     out: list[str] = []
     for value in values:  # type: ignore[union-attr]
         value = value.strip() if isinstance(value, str) else value

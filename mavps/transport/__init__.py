@@ -14,11 +14,11 @@ def parse_url(url: str) -> tuple[str, dict]:
     if not isinstance(url, str) or not url.strip():
         raise ConfigError("no workspace given: pass --workspace PATH or sftp://[user@]host[:port]/path")
     if url.startswith("sftp://"):
-        parts = urlsplit(url)
         try:
+            parts = urlsplit(url)
             port = parts.port
         except ValueError:
-            raise ConfigError(f"bad port in workspace URL {url!r}") from None
+            raise ConfigError(f"bad host or port in workspace URL {url!r}") from None
         if not parts.hostname:
             raise ConfigError(f"no host in workspace URL {url!r}: use sftp://[user@]host[:port]/abs/path")
         path = unquote(parts.path)
