@@ -554,6 +554,32 @@ def log_cmd(message: str | None, agent: str | None, tail: int | None, task_id: i
         pass
 
 
+@cli.command("cat", epilog="Example: mavps cat docs/schema.md")
+@click.argument("path")
+@common
+def cat(path: str) -> None:
+    """Print a file of the workspace (a task's context file, say), for agents not on the VPS."""
+    data = state().workspace().read_file(path)
+    if state().json:
+        emit({"path": path, "size": len(data), "content": data.decode("utf-8", "replace")}, lambda d: None)
+        return
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+
+
+@cli.command("put", epilog="Examples: mavps put src/models/user.py --from user.py\n\n"
+                           "echo 'notes' | mavps put docs/notes.md")
+@click.argument("path")
+@click.option("--from", "source", type=click.File("rb"), default="-", show_default=True,
+              help="Local file to upload ('-': standard input).")
+@common
+def put(path: str, source: Any) -> None:
+    """Write a file into the workspace atomically (parents are created; state files refused)."""
+    data = source.read()
+    size = state().workspace().write_file(path, data)
+    emit({"path": path, "size": size}, lambda d: click.echo(f"wrote {d['path']} ({d['size']} bytes)"))
+
+
 _EVENT_COLOURS = {"task_completed": "green", "task_failed": "red", "task_claimed": "cyan", "lease_expired": "yellow",
                   "lock_broken": "magenta", "task_added": "blue", "message": None}
 

@@ -243,8 +243,8 @@ def finish_commands(task_id: int, worker: str) -> str:
 
 def file_hint(location: str, paths: list[str]) -> list[str]:
     """Where the task's files are, for the agent: absolute local paths, or sftp URLs."""
-    if location.startswith("sftp://"):
-        return [f"- {p}  ({location.rstrip('/')}/{p})" for p in paths]
+    if location.startswith("sftp://"):  # the agent is not on the VPS: mavps fetches them
+        return [f"- {p}  (read it with: mavps cat {p})" for p in paths]
     return [f"- {p}  ({os.path.join(location, p)})" for p in paths]
 
 

@@ -93,6 +93,18 @@ class Workspace:
         created = self.store.transact(list(STATE_FILES), change)
         return {"workspace": self.location, "created": created, "root": local_root}
 
+    def read_file(self, path: str) -> bytes:
+        """A project file in the workspace (e.g. a task's context file)."""
+        from .files import read_file
+
+        return read_file(self.transport, path)
+
+    def write_file(self, path: str, data: bytes) -> int:
+        """Create or replace a project file in the workspace, atomically."""
+        from .files import write_file
+
+        return write_file(self.transport, path, data)
+
     def board(self, log_lines: int = 10) -> dict[str, Any]:
         """Everything `mavps status` shows, read without the lock in two round trips."""
         tr = self.transport

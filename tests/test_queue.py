@@ -278,3 +278,28 @@ def test_ready_counts_expired_leases_as_claimable(open_ws):
     time.sleep(2.2)
     assert [t.id for t in ws.queue.ready()] == [1]
     assert ws.queue.claim("next").id == 1
+
+
+def test_workspace_files_read_write_and_stay_inside(ws, target, tmp_path):
+    from mavps import InvalidInput, NotFound
+
+    assert ws.write_file("src/models/user.py", b"class User: ...\n") == 16
+    assert (target.path / "src/models/user.py").read_bytes() == b"class User: ...\n"
+    assert ws.read_file("src/models/user.py") == b"class User: ...\n"
+    ws.write_file("src/models/user.py", b"v2")
+    assert ws.read_file("src/models/user.py") == b"v2"
+    assert not [p for p in (target.path / "src/models").iterdir() if p.name.endswith(".tmp")]
+    outside = tmp_path / "secret.txt"
+    outside.write_text("secret")
+    (target.path / "link").symlink_to(outside)
+    (target.path / "dirlink").symlink_to(tmp_path)
+    for bad in ("link", "dirlink/secret.txt", "../secret.txt", "/etc/passwd"):
+        with pytest.raises(InvalidInput):
+            ws.read_file(bad)
+    with pytest.raises(InvalidInput):
+        ws.write_file("dirlink/evil.txt", b"x")
+    assert not (tmp_path / "evil.txt").exists()
+    with pytest.raises(InvalidInput, match="state"):
+        ws.write_file("task-queue.json", b"[]")
+    with pytest.raises(NotFound):
+        ws.read_file("missing.md")

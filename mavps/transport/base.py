@@ -22,6 +22,7 @@ class Stat:
     mtime: float
     is_dir: bool
     mode: int = 0
+    is_link: bool = False
 
 
 class Reply:
@@ -96,6 +97,10 @@ class Batch:
 
     def stat(self, path: str) -> Reply:
         return self._add("stat", path)
+
+    def lstat(self, path: str) -> Reply:
+        """Like stat, but a symlink is reported as itself (`is_link`), not followed."""
+        return self._add("lstat", path)
 
     def open(self, path: str, mode: str) -> Reply:
         """mode: 'r' read, 'x' create-exclusive for writing, 'a' append (create)."""

@@ -61,6 +61,11 @@ class LocalTransport(Transport):
         st = os.stat(self._path(path))
         return Stat(st.st_size, st.st_mtime, statmod.S_ISDIR(st.st_mode), statmod.S_IMODE(st.st_mode))
 
+    def _op_lstat(self, path: str) -> Stat:
+        st = os.lstat(self._path(path))
+        return Stat(st.st_size, st.st_mtime, statmod.S_ISDIR(st.st_mode), statmod.S_IMODE(st.st_mode),
+                    statmod.S_ISLNK(st.st_mode))
+
     def _op_open(self, path: str, mode: str) -> int:
         flags = {
             "r": os.O_RDONLY,

@@ -121,6 +121,8 @@ class SFTPTransport(Transport):
             return send(collector, proto.CMD_EXTENDED, "hardlink@openssh.com", self._path(args[0]), self._path(args[1]))
         if op == "stat":
             return send(collector, proto.CMD_STAT, self._path(args[0]))
+        if op == "lstat":
+            return send(collector, proto.CMD_LSTAT, self._path(args[0]))
         if op == "open":
             attrs = SFTPAttributes()
             if args[1] != "r":
@@ -172,7 +174,8 @@ class SFTPTransport(Transport):
             elif t == proto.CMD_ATTRS:
                 a = SFTPAttributes._from_msg(msg)
                 mode = a.st_mode or 0
-                reply.set(Stat(a.st_size or 0, float(a.st_mtime or 0), statmod.S_ISDIR(mode), statmod.S_IMODE(mode)))
+                reply.set(Stat(a.st_size or 0, float(a.st_mtime or 0), statmod.S_ISDIR(mode), statmod.S_IMODE(mode),
+                               statmod.S_ISLNK(mode)))
             else:
                 reply.set(None, OSError(f"unexpected SFTP reply {t} to {op}"))
 
