@@ -19,6 +19,7 @@ from Python with ``Stand.open()`` and watches ``FakeModel`` for model calls.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -194,6 +195,9 @@ class Stand:
             args.append("--allow-bash")
         done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, (done.stdout, done.stderr)
+        settings = json.loads((project / ".claude" / "settings.json").read_text())
+        if role == "worker":  # a worker chains tasks through its Stop hook: the cap must be raised
+            assert int(settings["env"]["CLAUDE_CODE_STOP_HOOK_BLOCK_CAP"]) >= 100, settings
         agent = Agent(name, role, project, env, done.stdout)
         self.agents.append(agent)
         return agent
