@@ -145,10 +145,15 @@ def test_waiting_worker_picks_up_a_new_task_then_stops_when_idle(stand_factory: 
     t0 = time.time()
     wait_for("w1 registered", lambda: "w1" in stand.workers(), 60)
     time.sleep(8)  # well into its wait inside the Stop hook
+    # A context file in the workspace: the agent is not on the VPS, the reason says how to read it.
+    (stand.ws_path / "notes").mkdir()
+    (stand.ws_path / "notes" / "brief.md").write_text("brief-1\n")
     added = time.time()
     with stand.open("coordinator") as ws:
         task = ws.queue.add("Late task: append late-1 to the work log",
-                            f"Append one line to the shared work log.\nRUN: echo late-1 >> {work}\n")
+                            "Append one line to the shared work log, then the brief.\n"
+                            f"RUN: echo late-1 >> {work}\nRUN: mavps cat notes/brief.md >> {work}\n",
+                            context_files=["notes/brief.md"])
     done = wait_for("the late task completed",
                     lambda: stand.tasks()[task.id].status.value == "completed" and time.time(), 60)
     picked_up = done - added
@@ -157,15 +162,17 @@ def test_waiting_worker_picks_up_a_new_task_then_stops_when_idle(stand_factory: 
     assert rc == 0, (worker.stdout, worker.stderr)
     assert_clean(model)
 
-    assert work_lines(work) == ["late-1"]
+    assert work_lines(work) == ["late-1", "brief-1"]
+    reasons = [text for _, text in (last_instruction(r.body["messages"]) for r in model.main_requests())]
+    assert any("notes/brief.md  (read it with: mavps cat notes/brief.md)" in text for text in reasons), reasons
     final = stand.tasks()[task.id]
     assert final.claimed_by == "w1"
     # Waiting happens in the hook: before the task, the prompt's turn plus about one
-    # "no work yet" turn per hook_wait; the task itself is 3 turns.
+    # "no work yet" turn per hook_wait; the task itself is 4 turns (2 RUN lines, complete, end).
     before = requests_between(model, t0 - 5, added)
     assert before <= 1 + (added - t0) / hook_wait + 1, before
     task_requests = requests_between(model, added, done + 0.5)
-    assert task_requests <= 4, task_requests
+    assert task_requests <= 5, task_requests
     after = requests_between(model, done + 0.5, ended + 1)
     assert after <= idle_timeout / hook_wait + 2, after
     # It stopped by itself at the idle timeout, and says so in the workspace.
