@@ -464,10 +464,13 @@ def _stop(ws: Any, worker: str, cfg: Config, opts: HookOptions, state: SessionSt
     if idle() >= cfg.idle_timeout:
         return let_go(f"{worker} stopped: no work for {idle():.0f}s (idle_timeout {cfg.idle_timeout:.0f}s)",
                       "worker_offline")
-    if blocks >= opts.max_blocks:
+    # A block after a real wait costs the agent one turn per hook_wait, and idle_timeout ends
+    # those; the guard is for a hook that could not wait, where every block is a wasted turn.
+    spun = waited < 1.0
+    if spun and blocks >= opts.max_blocks:
         return let_go(f"{worker} was told {blocks} times in a row that there is no work yet and made no progress; "
                       "the Stop hook lets it stop (runaway guard)", "hook_runaway")
-    save(blocks + 1, marker)
+    save(blocks + 1 if spun else blocks, marker)
     return HookAnswer(reason=waiting_reason(worker, waited, idle(), cfg.idle_timeout), outcome="block",
                       message=f"mavps hook: no work yet for {worker}")
 

@@ -190,6 +190,13 @@ def test_runaway_guard_with_no_work(ws, target, tmp_path):
     block_reason(run_hook(env, stop_input(session="sess-2"), "stop"))
 
 
+def test_blocks_after_a_real_wait_do_not_trip_the_guard(ws, target, tmp_path):
+    """idle_timeout, not the runaway guard, ends a worker that really waited each time."""
+    env = dict(hook_env(target, tmp_path, hook_wait=1.2, idle_timeout=3600), MAVPS_HOOK_MAX_BLOCKS="1")
+    for _ in range(3):
+        assert "no task for" in block_reason(run_hook(env, stop_input(active=True), "stop"))
+
+
 def test_runaway_guard_with_a_task_never_finished(ws, target, tmp_path):
     ws.queue.add("t", "x")
     env = dict(hook_env(target, tmp_path, hook_wait=0), MAVPS_HOOK_MAX_BLOCKS="2")
