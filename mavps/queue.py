@@ -193,7 +193,7 @@ class Queue:
             for t in held:
                 t.lease_expires_at = iso(after(txn.now, self.settings.lease_ttl))
             w.last_heartbeat = txn.stamp
-            if held and w.status != "active":
+            if w.status != "active":  # a heartbeat means the worker is alive again
                 w.status = "active"
                 w.idle_since = None
                 txn.log.append(event(txn, worker, "worker_active", f"{worker} is active again", None))
