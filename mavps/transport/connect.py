@@ -62,6 +62,19 @@ class _RefuseUnknown(paramiko.MissingHostKeyPolicy):
         )
 
 
+def _open_socket(endpoint: Endpoint, timeout: float) -> Any:
+    """The connection to sshd, with TCP_NODELAY from the start: the handshake and
+    authentication are several small packets each way, which Nagle would hold back."""
+    if endpoint.proxy_command:
+        return paramiko.ProxyCommand(endpoint.proxy_command)
+    sock = socket.create_connection((endpoint.host, endpoint.port), timeout=timeout)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass
+    return sock
+
+
 def open_sftp(endpoint: Endpoint, known_hosts: str | None, connect_timeout: float,
               reply_timeout: float, passphrase: str | None = None) -> SFTPTransport:
     # paramiko logs its own tracebacks for failures we report ourselves, in one line.
@@ -74,11 +87,9 @@ def open_sftp(endpoint: Endpoint, known_hosts: str | None, connect_timeout: floa
         except Exception as exc:
             raise HostKeyError(f"cannot read known_hosts file {known}: {exc}") from None
     client.set_missing_host_key_policy(_RefuseUnknown(known))
-    sock = None
-    if endpoint.proxy_command:
-        sock = paramiko.ProxyCommand(endpoint.proxy_command)
     where = f"{endpoint.user}@{endpoint.host}:{endpoint.port}"
     try:
+        sock = _open_socket(endpoint, connect_timeout)
         client.connect(
             endpoint.host,
             port=endpoint.port,
@@ -113,7 +124,7 @@ def open_sftp(endpoint: Endpoint, known_hosts: str | None, connect_timeout: floa
             f"authentication failed for {where} (tried {tried}): {exc}. "
             "Check the user and give the right key with --identity-file"
         ) from None
-    except paramiko.ssh_exception.NoValidConnectionsError:
+    except (paramiko.ssh_exception.NoValidConnectionsError, ConnectionRefusedError):
         client.close()
         raise TransportError(
             f"cannot connect to {where}: connection refused. Check the host and port, and that sshd runs there"
