@@ -817,7 +817,11 @@ def validate_state(name: str, data: bytes) -> Any:
         if name == "task-queue.json":
             if not isinstance(value, list):
                 raise ValueError("must be a JSON array of tasks")
-            load_tasks(value)
+            from .queue import dependency_cycle
+
+            cycle = dependency_cycle(load_tasks(value))
+            if cycle:
+                raise ValueError(f"tasks depend on each other in a circle: {' -> '.join(map(str, cycle))}")
         elif name == "worker-status.json":
             load_workers(value)
         else:

@@ -403,6 +403,32 @@ def claimable(tasks: list[Task], caps: set[str] | None) -> list[Task]:
     return out
 
 
+def dependency_cycle(tasks: list[Task]) -> list[int] | None:
+    """A chain of task ids that depend on each other in a circle, or None.
+
+    `add` cannot make one (a new task depends only on older ones); a hand edit can.
+    """
+    deps = {t.id: [d for d in t.depends_on] for t in tasks}
+    state: dict[int, int] = {}  # 1: on the current path, 2: done
+    for start in deps:
+        if state.get(start):
+            continue
+        path, stack = [start], [iter(deps[start])]
+        state[start] = 1
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                stack.pop()
+            elif state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            elif nxt in deps and not state.get(nxt):
+                state[nxt] = 1
+                path.append(nxt)
+                stack.append(iter(deps[nxt]))
+    return None
+
+
 def filter_tasks(tasks: list[Task], status: str | None, worker: str | None) -> list[Task]:
     if status is not None:
         try:
