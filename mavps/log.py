@@ -29,7 +29,15 @@ def parse_lines(data: bytes, partial_first: bool) -> list[dict[str, Any]]:
             continue
         if isinstance(rec, dict):
             out.append(rec)
-    return out
+    return without_rolled_back(out)
+
+
+def without_rolled_back(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Drop the records of transactions that did not take effect (their `rolled_back` note stays)."""
+    undone = {r.get("txn") for r in records if r.get("event") == "rolled_back" and r.get("txn")}
+    if not undone:
+        return records
+    return [r for r in records if r.get("event") == "rolled_back" or r.get("txn") not in undone]
 
 
 def matches(rec: dict[str, Any], agent: str | None, event: str | None, task: int | None) -> bool:

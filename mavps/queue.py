@@ -61,9 +61,13 @@ class Queue:
     def instructions(self, task: Task) -> str:
         if not task.instruction_file:
             return ""
-        path = validate.relative_path(task.instruction_file, "instruction_file")
-        data = self.store.look([path])[path]
-        return data.decode("utf-8", "replace") if data is not None else ""
+        from .files import read_file  # refuses '..' and symlinks leading out of the workspace
+
+        try:
+            data = read_file(self.store.transport, task.instruction_file)
+        except NotFound:
+            return ""
+        return data.decode("utf-8", "replace")
 
     def ready(self, capabilities: Iterable[str] | None = None) -> list[Task]:
         """What is claimable now (by a worker with these capabilities, if given)."""
@@ -106,8 +110,14 @@ class Queue:
         attempts = validate.integer(self.settings.max_attempts if max_attempts is None else max_attempts, "max_attempts", 1, 100)
         deps = sorted({validate.task_id(d) for d in depends_on})
         agent = validate.agent_name(agent or self.agent)
-        if instruction_file is not None and self.store.look([instruction_file])[instruction_file] is None:
-            raise NotFound(f"instruction file {instruction_file} does not exist in the workspace: write it first")
+        if instruction_file is not None:
+            from .files import read_file
+
+            try:
+                read_file(self.store.transport, instruction_file)
+            except NotFound:
+                raise NotFound(f"instruction file {instruction_file} does not exist in the workspace: "
+                               "write it first (`mavps put`)") from None
 
         def change(txn: Txn) -> Task:
             tasks = load_tasks(txn.json(QUEUE_FILE, []))

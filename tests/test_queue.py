@@ -320,3 +320,27 @@ def test_edit_refuses_a_dependency_cycle():
 
     with pytest.raises(ValueError, match="circle: 1 -> 2 -> 1"):
         validate_state("task-queue.json", b'[{"id": 1, "depends_on": [2]}, {"id": 2, "depends_on": [1]}]')
+
+
+def test_log_readers_drop_rolled_back_transactions():
+    from mavps.log import parse_lines
+
+    lines = b"\n".join([
+        b'{"event": "task_added", "task_id": 1, "txn": "a"}',
+        b'{"event": "task_claimed", "task_id": 1, "txn": "b"}',
+        b'{"event": "rolled_back", "txn": "b"}',
+        b'{"event": "task_claimed", "task_id": 1, "txn": "c"}',
+    ])
+    assert [(r["event"], r.get("txn")) for r in parse_lines(lines, False)] == [
+        ("task_added", "a"), ("rolled_back", "b"), ("task_claimed", "c")]
+
+
+def test_instruction_file_symlinked_outside_is_refused(ws, target, tmp_path):
+    secret = tmp_path / "secret.md"
+    secret.write_text("top secret")
+    (target.path / "tasks" / "evil.md").symlink_to(secret)
+    with pytest.raises(InvalidInput, match="symlink"):
+        ws.queue.add("t", instruction_file="tasks/evil.md")
+    (target.path / "tasks" / "ok.md").write_text("fine")
+    task = ws.queue.add("t", instruction_file="tasks/ok.md")
+    assert ws.queue.instructions(task) == "fine"
