@@ -910,8 +910,12 @@ def break_held(ws: Any, info: dict[str, Any]) -> str:
     from . import lock as lk
 
     holder = info.get("holder") or {}
-    result = lk.break_lock(ws.transport, info["identity"], holder.get("token"), lk.new_token())
+    unfinished: list[str] = []
+    result = lk.break_lock(ws.transport, info["identity"], holder.get("token"), lk.new_token(), unfinished)
     if result == "broken":
+        for txn in unfinished:  # the holder's log records for a commit it never finished
+            ws.log.append("the broken lock held this transaction's unfinished commit: records with this "
+                          "txn did not take effect", event="rolled_back", txn=txn)
         ws.log.append(f"workspace lock held by {holder.get('owner', 'an unknown holder')} broken by hand "
                       "with `mavps unlock --force`", event="lock_broken", holder=holder or None,
                       held_for=info.get("held_for"), by_hand=True)
