@@ -304,10 +304,16 @@ class _Session:
         self.record: Worker | None = None
         self.tasks: list[Task] = []
 
+    def begin(self, claim: bool = True) -> Any:
+        """Heartbeat and, if the worker holds nothing, claim: one transaction, which also
+        brings back the queue, the worker's record and the server's time."""
+        found = self.ws.queue.next_task(self.worker, self.caps, claim=claim)
+        self.tasks, self.record = found.tasks, found.worker
+        self.server_now, self.mono_at = found.now, time.monotonic()
+        return found
+
     def heartbeat(self) -> list[Task]:
-        held = self.ws.queue.heartbeat(self.worker)
-        self.look()
-        return held
+        return self.begin(claim=False).held
 
     def look(self) -> None:
         """Lock-free read of the queue and the worker's record (two round trips)."""
@@ -388,7 +394,8 @@ def stop_hook(input: Mapping[str, Any], config: Config, options: HookOptions | N
 def _stop(ws: Any, worker: str, cfg: Config, opts: HookOptions, state: SessionState, session_id: str,
           rec: dict[str, Any]) -> HookAnswer:
     s = _Session(ws, worker, list(cfg.capabilities) or None, opts)
-    held = s.heartbeat()
+    found = s.begin()
+    held = found.held
     if s.server_now is None:  # cannot happen after a heartbeat, unless someone edits by hand
         s.server_now, s.mono_at = parse(iso(datetime.now().astimezone())), time.monotonic()
     rec = dict(rec)
@@ -420,6 +427,9 @@ def _stop(ws: Any, worker: str, cfg: Config, opts: HookOptions, state: SessionSt
         save(0, [task.claimed_at, s.record.last_task_completed if s.record else None])
         return HookAnswer(reason=task_reason(task, worker, text, ws.location, True), outcome="block",
                           task_id=task.id, message=f"mavps hook: handed task #{task.id} to {worker}")
+
+    if found.claimed is not None:
+        return hand_over(found.claimed)
 
     if held:
         task = held[0]

@@ -27,6 +27,17 @@ ARCHIVE_BATCH = 100
 
 
 @dataclass
+class NextTask:
+    """What `Queue.next_task` found: held tasks, or the one just claimed, and the state seen."""
+
+    held: list[Task]
+    claimed: Task | None
+    tasks: list[Task]
+    worker: Worker
+    now: datetime
+
+
+@dataclass
 class QueueSettings:
     lease_ttl: float = 1800.0
     max_attempts: int = 3
@@ -169,23 +180,7 @@ class Queue:
                     return t  # this claim already happened
             w = ensure_worker(txn, workers, worker, caps)
             reap(txn, tasks)
-            choice = next(iter(claimable(tasks, set(w.capabilities))), None)
-            if choice is not None:
-                choice.status = TaskStatus.IN_PROGRESS
-                choice.claimed_by = worker
-                choice.claimed_at = txn.stamp
-                choice.completed_at = None
-                choice.attempts += 1
-                choice.claim_token = token
-                choice.lease_expires_at = iso(after(txn.now, self.settings.lease_ttl))
-                choice.updated_at = txn.stamp
-                w.last_task_claimed = txn.stamp
-                w.last_heartbeat = txn.stamp
-                w.current_task = choice.id
-                w.status = "active"
-                w.idle_since = None
-                txn.log.append(event(txn, worker, "task_claimed", f"Claimed task #{choice.id}", choice,
-                                     attempt=choice.attempts))
+            choice = self._take(txn, tasks, w, token)
             self._save(txn, tasks, workers)
             return choice
 
@@ -193,11 +188,21 @@ class Queue:
 
     def heartbeat(self, worker: str) -> list[Task]:
         """Renew the leases of every task this worker holds; returns them."""
-        worker = validate.worker_id(worker)
+        return self.next_task(worker, claim=False).held
 
-        def change(txn: Txn) -> list[Task]:
+    def next_task(self, worker: str, capabilities: Sequence[str] | None = None, claim: bool = True) -> "NextTask":
+        """Heartbeat, then claim the best task if the worker holds none: the Stop hook's one transaction.
+
+        Returns what the worker holds or was just given, and the queue and the
+        worker's record as committed (so the caller needs no second look).
+        """
+        worker = validate.worker_id(worker)
+        caps = None if capabilities is None else validate.capabilities(list(capabilities))
+        token = secrets.token_hex(8)
+
+        def change(txn: Txn) -> NextTask:
             tasks, workers = self._load(txn)
-            w = ensure_worker(txn, workers, worker, None)
+            w = ensure_worker(txn, workers, worker, caps)
             held = [t for t in tasks if t.status is TaskStatus.IN_PROGRESS and t.claimed_by == worker]
             reap(txn, tasks, spare={t.id for t in held})
             for t in held:
@@ -207,10 +212,32 @@ class Queue:
                 w.status = "active"
                 w.idle_since = None
                 txn.log.append(event(txn, worker, "worker_active", f"{worker} is active again", None))
+            claimed = self._take(txn, tasks, w, token) if claim and not held else None
             self._save(txn, tasks, workers)
-            return held
+            return NextTask(held, claimed, tasks, w, txn.now)
 
         return self.store.transact([QUEUE_FILE, WORKERS_FILE], change)
+
+    def _take(self, txn: Txn, tasks: list[Task], w: Worker, token: str) -> Task | None:
+        """Give the best claimable task to worker `w` (inside a transaction)."""
+        choice = next(iter(claimable(tasks, set(w.capabilities))), None)
+        if choice is None:
+            return None
+        choice.status = TaskStatus.IN_PROGRESS
+        choice.claimed_by = w.id
+        choice.claimed_at = txn.stamp
+        choice.completed_at = None
+        choice.attempts += 1
+        choice.claim_token = token
+        choice.lease_expires_at = iso(after(txn.now, self.settings.lease_ttl))
+        choice.updated_at = txn.stamp
+        w.last_task_claimed = txn.stamp
+        w.last_heartbeat = txn.stamp
+        w.current_task = choice.id
+        w.status = "active"
+        w.idle_since = None
+        txn.log.append(event(txn, w.id, "task_claimed", f"Claimed task #{choice.id}", choice, attempt=choice.attempts))
+        return choice
 
     def complete(self, task_id: int | str, worker: str, result: str | None = None, token: str | None = None) -> Task:
         result = validate.text(result, "result", 64 * 1024) if result is not None else None

@@ -52,6 +52,10 @@ def test_round_trips_per_operation(sftp_ws, tmp_path):
     hooks = hook_ops(tmp_path)
     if hooks is not None:
         seen["hook decision"], _ = waits(ws, lambda: hooks["hook decision"](ws, 0))
+        q.add("work for the hook", "# do it\n")
+        name = "Stop hook, whole (work ready, connected)"
+        seen[name], answer = waits(ws, lambda: hooks[name](ws, 0))
+        assert answer.outcome == "block" and answer.task_id is not None
     over = {op: (n, BUDGET[op]) for op, n in seen.items() if n > BUDGET[op]}
     assert not over, f"round-trip waits over budget (got, budget): {over}"
 

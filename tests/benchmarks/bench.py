@@ -34,7 +34,7 @@ for p in (str(ROOT), str(ROOT / "tests"), str(Path(__file__).resolve().parent)):
 
 #: Round-trip waits each operation may take (the CI check, tests/test_bench_quick.py).
 BUDGET = {"claim": 4, "complete": 4, "add": 4, "heartbeat": 4, "log append": 2, "status (board)": 2,
-          "ready": 2, "hook decision": 2}
+          "ready": 2, "hook decision": 2, "Stop hook, whole (work ready, connected)": 6}
 
 
 # ----- environment ----------------------------------------------------------
