@@ -18,6 +18,7 @@ DEFAULTS: dict[str, Any] = {
     "identity_file": None,
     "known_hosts": None,  # None: ~/.ssh/known_hosts
     "ssh_config": None,  # None: ~/.ssh/config
+    "ssh": "paramiko",  # or "openssh": SFTP over `ssh -s sftp` sharing a ControlMaster
     "worker_id": None,
     "agent": None,  # name in the log for non-worker commands; default: worker id or "coordinator"
     "capabilities": (),
@@ -35,6 +36,7 @@ DEFAULTS: dict[str, Any] = {
 _FLOATS = {"lock_ttl", "lock_timeout", "lease_ttl", "idle_timeout", "hook_wait", "connect_timeout",
            "reply_timeout", "worker_timeout"}
 _INTS = {"max_attempts"}
+SSH_CHOICES = ("paramiko", "openssh")
 _LIMITS = {"lock_ttl": (0.5, 3600), "lock_timeout": (0, 86400), "lease_ttl": (1, 7 * 86400),
            "idle_timeout": (0, 86400), "hook_wait": (0, 3000), "connect_timeout": (0.1, 600),
            "reply_timeout": (0.5, 3600), "worker_timeout": (1, 7 * 86400), "max_attempts": (1, 100)}
@@ -46,6 +48,7 @@ class Config:
     identity_file: str | None = None
     known_hosts: str | None = None
     ssh_config: str | None = None
+    ssh: str = "paramiko"
     worker_id: str | None = None
     agent: str | None = None
     capabilities: tuple[str, ...] = ()
@@ -86,6 +89,11 @@ def convert(key: str, value: Any, source: str) -> Any:
             if not low <= number <= high:
                 raise ConfigError(f"{key} = {value!r} from {source} is out of range ({low} to {high})")
             return number
+        if key == "ssh":
+            choice = value.strip().lower() if isinstance(value, str) else value
+            if choice not in SSH_CHOICES:
+                raise ConfigError(f"ssh = {value!r} from {source} is not valid: expected paramiko or openssh")
+            return choice
         if key == "capabilities":
             from .validate import capabilities
 

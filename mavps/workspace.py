@@ -43,7 +43,7 @@ class Workspace:
             raise MavpsError("no workspace given: pass a path or sftp:// URL (or set MAVPS_WORKSPACE)")
         transport = open_transport(cfg.workspace, identity_file=cfg.identity_file, known_hosts=cfg.known_hosts,
                                    connect_timeout=cfg.connect_timeout, reply_timeout=cfg.reply_timeout,
-                                   ssh_config=cfg.ssh_config)
+                                   ssh_config=cfg.ssh_config, ssh=cfg.ssh)
         return cls(transport, cfg, agent)
 
     @property

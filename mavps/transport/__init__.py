@@ -41,12 +41,19 @@ def parse_url(url: str) -> tuple[str, dict]:
 
 def open_transport(url: str, *, identity_file: str | None = None, known_hosts: str | None = None,
                    connect_timeout: float = 10.0, reply_timeout: float = 30.0,
-                   ssh_config: str | None = None, passphrase: str | None = None) -> Transport:
+                   ssh_config: str | None = None, passphrase: str | None = None,
+                   ssh: str = "paramiko") -> Transport:
     kind, parts = parse_url(url)
     if kind == "local":
         from .local import LocalTransport
 
         return LocalTransport(parts["path"])
+    if ssh == "openssh":
+        from .openssh import open_openssh
+
+        return open_openssh(parts["host"], parts["port"], parts["user"], parts["path"],
+                            identity_file=identity_file, known_hosts=known_hosts, ssh_config=ssh_config,
+                            connect_timeout=connect_timeout, reply_timeout=reply_timeout)
     from .connect import open_sftp, resolve  # paramiko is only loaded here
 
     endpoint = resolve(parts["host"], parts["port"], parts["user"], parts["path"], identity_file, ssh_config)
