@@ -231,7 +231,7 @@ class Store:
             # Round trip 2: say who holds the lock, read the files.
             b = Batch()
             record = lk.owner_record(self.agent, token, ttl)
-            owner_w = b.write_all(owner_h.value, json.dumps(record, indent=2).encode() + b"\n")
+            b.write_all(owner_h.value, json.dumps(record, indent=2).encode() + b"\n")
             b.close(owner_h.value)
             reads: dict[str, list[Reply]] = {}
             for f, (st, h) in attempt["inputs"].items():

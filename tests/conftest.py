@@ -16,6 +16,19 @@ from support.sshd import SSHServer, Unsupported  # noqa: E402
 REQUIRE_SSHD = os.environ.get("MAVPS_REQUIRE_SSHD") == "1"
 
 
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No MAVPS_* from the developer's shell, no config file, no ssh config (CLI tests)."""
+    for key in list(os.environ):
+        if key.startswith("MAVPS_"):
+            monkeypatch.delenv(key)
+    empty = tmp_path / "empty-config.yaml"
+    empty.write_text("")
+    monkeypatch.setenv("MAVPS_CONFIG", str(empty))
+    monkeypatch.setenv("MAVPS_SSH_CONFIG", os.devnull)
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
     server = SSHServer(tmp_path_factory.mktemp("sshd"))

@@ -19,17 +19,7 @@ from mavps.cli import cli
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No MAVPS_* from the developer's shell, no config file, no ssh config."""
-    for key in list(os.environ):
-        if key.startswith("MAVPS_"):
-            monkeypatch.delenv(key)
-    empty = tmp_path / "empty-config.yaml"
-    empty.write_text("")
-    monkeypatch.setenv("MAVPS_CONFIG", str(empty))
-    monkeypatch.setenv("MAVPS_SSH_CONFIG", os.devnull)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def conn_args(target) -> list[str]:
@@ -189,7 +179,7 @@ def test_claim_complete_fail_release(mavps: Mavps) -> None:
     assert released["status"] == "pending" and released["attempts"] == 1
     human = mavps("claim", "--worker", "w1").stdout
     assert "Step one, step two." in human
-    assert f"complete 1 --worker w1 --result" in human and "fail 1 --worker w1 --error" in human
+    assert "complete 1 --worker w1 --result" in human and "fail 1 --worker w1 --error" in human
     assert "--workspace" in human  # the workspace came from the command line: repeated in the hints
     done = mavps.json("complete", "1", "--worker", "w1", "--result", "all green")
     assert done["status"] == "completed" and done["result"] == "all green"

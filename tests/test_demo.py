@@ -17,16 +17,7 @@ from mavps.cli import cli
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for key in list(os.environ):
-        if key.startswith("MAVPS_"):
-            monkeypatch.delenv(key)
-    empty = tmp_path / "empty-config.yaml"
-    empty.write_text("")
-    monkeypatch.setenv("MAVPS_CONFIG", str(empty))
-    monkeypatch.setenv("MAVPS_SSH_CONFIG", os.devnull)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def test_plan_has_dependencies_capabilities_and_a_retry() -> None:

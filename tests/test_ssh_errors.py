@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import threading
 import time
@@ -14,19 +13,9 @@ from click.testing import CliRunner
 from mavps.cli import cli
 from support.sshd import generate_ed25519_keypair
 
-pytestmark = pytest.mark.sftp
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for key in list(os.environ):
-        if key.startswith("MAVPS_"):
-            monkeypatch.delenv(key)
-    empty = tmp_path / "empty-config.yaml"
-    empty.write_text("")
-    monkeypatch.setenv("MAVPS_CONFIG", str(empty))
-    monkeypatch.setenv("MAVPS_SSH_CONFIG", os.devnull)
-    monkeypatch.chdir(tmp_path)
+pytestmark = [pytest.mark.sftp, pytest.mark.usefixtures("clean_env")]
 
 
 def run(*args: str, input: str | None = None):

@@ -129,7 +129,7 @@ def open_sftp(endpoint: Endpoint, known_hosts: str | None, connect_timeout: floa
         raise TransportError(
             f"cannot connect to {where}: connection refused. Check the host and port, and that sshd runs there"
         ) from None
-    except (socket.timeout, TimeoutError) as exc:
+    except (socket.timeout, TimeoutError):
         client.close()
         raise TransportError(
             f"cannot reach {where}: no answer within {connect_timeout:g}s. "

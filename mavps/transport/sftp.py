@@ -8,7 +8,6 @@ Errors are turned into builtin ones here, at the boundary.
 from __future__ import annotations
 
 import errno
-import os
 import socket
 import stat as statmod
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ import paramiko
 from paramiko import sftp as proto
 from paramiko.sftp_attr import SFTPAttributes
 
-from ..errors import HostKeyError, TransportError
+from ..errors import TransportError
 from .base import Batch, Reply, Stat, Transport
 
 FILE_MODE = 0o644

@@ -600,7 +600,6 @@ def run(args: argparse.Namespace) -> str:
                                     ["**total, end to end**", f"**{ms(med['total'])}**"]]),
         ]
         if st["cli"]:
-            ok = [r["total"] for r in st["cli"] if r["rc"] in (0, 1, 2, 3, 4, 5)]
             lines.append(f"\n`mavps claim` (python -m mavps.cli claim) as a fresh process at {srtt} ms RTT: median "
                          f"{ms(statistics.median([r['total'] for r in st['cli']]))} ms "
                          f"(exit codes {sorted({r['rc'] for r in st['cli']})}).")

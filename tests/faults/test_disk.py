@@ -5,7 +5,6 @@ the space or the permission is back."""
 from __future__ import annotations
 
 import errno
-import json
 import os
 import subprocess
 import sys

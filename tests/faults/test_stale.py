@@ -13,8 +13,6 @@ import time
 
 import pytest
 
-from mavps import Workspace
-
 from .helpers import LOCK, check_counter, figures, spawn, wait_all
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
