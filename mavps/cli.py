@@ -19,7 +19,7 @@ from typing import Any, Callable, NoReturn
 import click
 
 from . import __version__
-from .errors import ConfigError, MavpsError
+from .errors import MavpsError
 from .session import load_config, open_workspace, worker_id
 
 #: Commands defined in other modules, loaded on first use: name -> (module:attr, short help).
@@ -635,6 +635,8 @@ def edit(file: str, ttl: float) -> None:
     if name is None:
         raise click.BadParameter(f"{file!r}: use task-queue.json, worker-status.json or workspace.json",
                                  param_hint="FILE")
+    from .admin import edit_state
+
     res = edit_state(state().workspace(), name, ttl)
     emit(res, lambda r: click.echo(f"{r['file']}: {'saved' if r['changed'] else 'unchanged'}"))
 
@@ -647,6 +649,8 @@ def unlock(force: bool, yes: bool) -> None:
     """Show who holds the workspace lock; --force breaks it. Also removes old leftovers."""
     st = state()
     ws = st.workspace()
+    from .admin import LEFTOVER_AGE, break_held, cleanup_leftovers, lock_info
+
     info = lock_info(ws.transport, ws.config.lock_ttl)
     info["leftovers_removed"] = cleanup_leftovers(ws.transport, max(LEFTOVER_AGE, ws.config.lock_timeout))
     info["broken"] = False
@@ -689,6 +693,8 @@ def _unlock_human(info: dict) -> None:
 def doctor() -> None:
     """Check config, connection, host key, layout, files, lock and leases; a fix for each failure."""
     st = state()
+    from .admin import run_checks
+
     checks = run_checks(st.flags)
     emit(checks, lambda rows: _render().checks(rows))
     if not all(c["ok"] for c in checks):
@@ -752,283 +758,6 @@ def demo(n_workers: int, n_tasks: int, keep: bool, timeout: float) -> None:
     emit(summary, lambda s: _render().demo_summary(s))
     if not summary["check"]["ok"]:
         raise click.exceptions.Exit(1)
-
-
-# ----- helpers behind edit, unlock and doctor (no click in here) ------------------------
-#: Lock candidate and stale directories older than this are leftovers of crashed processes.
-LEFTOVER_AGE = 60.0
-
-
-def edit_state(ws: Any, name: str, ttl: float) -> dict[str, Any]:
-    """Run $VISUAL/$EDITOR on a local copy of a state file while holding the lock; validate; commit."""
-    import subprocess
-    import tempfile
-
-    from .errors import InvalidInput
-
-    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
-    calls: list[str] = []
-
-    def change(txn: Any) -> bool:
-        if calls:  # transact retries after LockLost: never reopen the editor on changed state
-            raise MavpsError(f"the edit took longer than half of --ttl ({ttl:g}s), so the lock lease ran out; nothing "
-                             f"was saved. Your edited copy is at {calls[0]}: run `mavps edit {name} --ttl ...` again")
-        original = txn.raw.get(name)
-        fd, tmp = tempfile.mkstemp(prefix="mavps-edit-", suffix=f"-{name}")
-        calls.append(tmp)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(original if original is not None else b"{}\n" if name != "task-queue.json" else b"[]\n")
-        try:
-            rc = subprocess.call([*shlex.split(editor), tmp])
-        except OSError as exc:
-            raise ConfigError(f"cannot run the editor {editor!r} ({exc.strerror}): set EDITOR to one that works") from None
-        if rc != 0:
-            raise MavpsError(f"the editor {editor!r} exited with status {rc}; {name} was not changed "
-                             f"(your copy is at {tmp})")
-        with open(tmp, "rb") as fh:
-            new = fh.read()
-        if new == original:
-            os.unlink(tmp)
-            return False
-        try:
-            value = validate_state(name, new)
-        except ValueError as exc:
-            raise InvalidInput(f"{name} was not saved: {exc}. The original is unchanged; your edited copy "
-                               f"is saved at {tmp}") from None
-        txn.write(name, value)
-        txn.log.append({"timestamp": txn.stamp, "agent": ws.agent, "event": "state_edited",
-                        "message": f"{name} edited by hand with `mavps edit`", "file": name})
-        os.unlink(tmp)
-        return True
-
-    changed = ws.store.transact([name], change, ttl=ttl)
-    return {"file": name, "changed": changed, "workspace": ws.location}
-
-
-def validate_state(name: str, data: bytes) -> Any:
-    """Parse and check a state file's new contents; ValueError says what is wrong."""
-    from .errors import CorruptState
-    from .models import load_tasks, load_workers
-
-    try:
-        value = json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"not UTF-8 text (byte {exc.start})") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    try:
-        if name == "task-queue.json":
-            if not isinstance(value, list):
-                raise ValueError("must be a JSON array of tasks")
-            from .queue import dependency_cycle
-
-            cycle = dependency_cycle(load_tasks(value))
-            if cycle:
-                raise ValueError(f"tasks depend on each other in a circle: {' -> '.join(map(str, cycle))}")
-        elif name == "worker-status.json":
-            load_workers(value)
-        else:
-            if not isinstance(value, dict):
-                raise ValueError("must be a JSON object")
-            if not isinstance(value.get("next_task_id", 1), int) or isinstance(value.get("next_task_id"), bool):
-                raise ValueError("'next_task_id' must be an integer")
-    except CorruptState as exc:
-        raise ValueError(exc.problem) from None
-    return value
-
-
-def _server_now(tr: Any, extra: Any = None) -> float | None:
-    """The server's clock (the mtime of a directory made and removed just now)."""
-    from . import lock as lk
-    from .transport.base import Batch
-
-    probe = lk.candidate_dir(lk.new_token())
-    b = Batch()
-    b.mkdir(probe)
-    st = b.stat(probe)
-    b.rmdir(probe)
-    tr.run(b)
-    return st.value.mtime if st.ok else None
-
-
-def lock_info(tr: Any, default_ttl: float) -> dict[str, Any]:
-    """Who holds the workspace lock, for how long by the server's clock, and whether it is stale."""
-    from . import lock as lk
-    from .transport.base import Batch
-
-    record, owner_st = lk.read_owner(tr)
-    b = Batch()
-    lock_st = b.stat(lk.LOCK)
-    tr.run(b)
-    if not lock_st.ok:
-        return {"held": False, "holder": None, "held_for": None, "ttl": default_ttl, "stale": False}
-    now = _server_now(tr)
-    ref = owner_st or lock_st.value
-    held_for = None if now is None else round(max(0.0, now - ref.mtime), 1)
-    ttl = lk.holder_ttl(record, default_ttl)
-    return {"held": True, "holder": record, "held_for": held_for, "ttl": ttl,
-            "stale": held_for is not None and held_for > ttl,
-            "identity": lk.identity_of(lock_st.value, owner_st)}
-
-
-def leftovers(tr: Any, older_than: float) -> list[str]:
-    """Candidate (`.mavps.lock.<token>`) and broken (`.mavps.lock.stale-*`) directories older than this."""
-    from . import lock as lk
-    from .transport.base import Batch
-
-    names = [n for n in tr.listdir("") if n.startswith(lk.LOCK + ".")]
-    if not names:
-        return []
-    b = Batch()
-    stats = {n: b.stat(n) for n in names}
-    tr.run(b)
-    now = _server_now(tr)
-    if now is None:
-        return []
-    return sorted(n for n, st in stats.items() if st.ok and st.value.is_dir and now - st.value.mtime > older_than)
-
-
-def cleanup_leftovers(tr: Any, older_than: float) -> list[str]:
-    from .transport.base import Batch
-
-    removed = []
-    for name in leftovers(tr, older_than):
-        try:
-            inside = tr.listdir(name)
-        except FileNotFoundError:
-            continue
-        b = Batch()
-        for n in inside:  # files, or the `now` probe directory a crash may leave
-            b.remove(f"{name}/{n}")
-            b.rmdir(f"{name}/{n}")
-        gone = b.rmdir(name)
-        tr.run(b)
-        if gone.ok:
-            removed.append(name)
-    return removed
-
-
-def break_held(ws: Any, info: dict[str, Any]) -> str:
-    """Break the lock described by `lock_info` (not a newer one); log it. 'broken', 'gone' or 'restored'."""
-    from . import lock as lk
-
-    holder = info.get("holder") or {}
-    unfinished: list[str] = []
-    result = lk.break_lock(ws.transport, info["identity"], holder.get("token"), lk.new_token(), unfinished)
-    if result == "broken":
-        for txn in unfinished:  # the holder's log records for a commit it never finished
-            ws.log.append("the broken lock held this transaction's unfinished commit: records with this "
-                          "txn did not take effect", event="rolled_back", txn=txn)
-        ws.log.append(f"workspace lock held by {holder.get('owner', 'an unknown holder')} broken by hand "
-                      "with `mavps unlock --force`", event="lock_broken", holder=holder or None,
-                      held_for=info.get("held_for"), by_hand=True)
-    return result
-
-
-def run_checks(flags: dict[str, Any]) -> list[dict[str, Any]]:
-    """`mavps doctor`: each check is {check, ok, detail, fix}; stops where later checks cannot run."""
-    from .config import config_file
-    from .errors import HostKeyError, TransportError
-    from .session import NO_WORKSPACE
-
-    out: list[dict[str, Any]] = []
-
-    def add(check: str, ok: bool, detail: str, fix: str | None = None) -> None:
-        out.append({"check": check, "ok": ok, "detail": detail, "fix": None if ok else fix})
-
-    try:
-        cfg = load_config(flags)
-    except ConfigError as exc:
-        add("config", False, str(exc), "correct the value named above (flag, MAVPS_* variable or config file)")
-        return out
-    add("config", True, f"config file: {config_file() or 'none'}; workspace from {cfg.source('workspace')}")
-    if not cfg.workspace:
-        add("workspace", False, "no workspace configured", NO_WORKSPACE.replace("no workspace configured: ", ""))
-        return out
-    from .transport import parse_url
-
-    try:
-        kind, parts = parse_url(cfg.workspace)
-    except ConfigError as exc:
-        add("workspace", False, str(exc), "give a local path or sftp://[user@]host[:port]/abs/path")
-        return out
-    try:
-        ws = open_workspace(cfg)
-    except HostKeyError as exc:
-        add("connection", True, f"reached {parts.get('host')}")
-        add("host key", False, str(exc), f"check the fingerprint, then `mavps trust {parts.get('host')}`")
-        return out
-    except TransportError as exc:
-        add("connection", False, str(exc), "check the host, port and user, that sshd runs, and --identity-file")
-        return out
-    with ws:
-        if kind == "sftp":
-            add("connection", True, f"connected to {ws.location}")
-            add("host key", True, f"matches {cfg.known_hosts or '~/.ssh/known_hosts'}")
-        else:
-            add("connection", True, f"local directory {ws.location}")
-        _check_workspace(ws, add)
-    return out
-
-
-def _check_workspace(ws: Any, add: Callable[..., None]) -> None:
-    from .models import QUEUE_FILE, TASKS_DIR, TaskStatus, load_tasks, load_workers
-    from .store import LOG_FILE
-    from .timeutil import parse, utcnow
-    from .transport.base import Batch
-    from .workspace import STATE_FILES
-
-    tr = ws.transport
-    b = Batch()
-    root = b.stat("")
-    present = {p: b.stat(p) for p in (*STATE_FILES, LOG_FILE, TASKS_DIR)}
-    tr.run(b)
-    if not root.ok:
-        add("layout", False, f"{ws.location} does not exist", "run `mavps init`")
-        return
-    missing = [p for p, st in present.items() if not st.ok]
-    add("layout", not missing, "all files present" if not missing else f"missing: {', '.join(missing)}",
-        "run `mavps init` (it keeps existing files)")
-    raw = ws.store.look([p for p in STATE_FILES if p not in missing])
-    tasks = []
-    bad = []
-    for name, data in raw.items():
-        if data is None:
-            continue
-        try:
-            value = validate_state(name, data)
-            if name == QUEUE_FILE:
-                tasks = load_tasks(value)
-            elif name == "worker-status.json":
-                load_workers(value)
-        except ValueError as exc:
-            bad.append(f"{name}: {exc}")
-    add("state files", not bad, "valid JSON, valid records" if not bad else "; ".join(bad),
-        "fix it with `mavps edit FILE`, or restore FILE.bak")
-    info = lock_info(tr, ws.config.lock_ttl)
-    if not info["held"]:
-        add("lock", True, "free")
-    else:
-        who = (info["holder"] or {}).get("owner", "an unknown holder")
-        held = f" for {info['held_for']:.0f}s" if info["held_for"] is not None else ""
-        add("lock", not info["stale"], f"held by {who}{held} (lease {info['ttl']:g}s)" + (": stale" if info["stale"] else ""),
-            "if that holder is dead, `mavps unlock --force` (waiters also break it by themselves)")
-    old = leftovers(tr, max(LEFTOVER_AGE, ws.config.lock_timeout))
-    add("lock leftovers", not old, "none" if not old else f"{len(old)} old lock director(ies): {', '.join(old)}",
-        "run `mavps unlock` to remove them")
-    now = utcnow()
-    expired = [t.id for t in tasks if t.status is TaskStatus.IN_PROGRESS
-               and (parse(t.lease_expires_at) is None or parse(t.lease_expires_at) <= now)]
-    add("leases", not expired, "no expired leases" if not expired else
-        f"expired leases on task(s) {', '.join(f'#{i}' for i in expired)}",
-        "run `mavps reap` (any claim or heartbeat also returns them to the queue)")
-    try:
-        views = ws.workers.list()
-    except MavpsError as exc:
-        add("workers", False, str(exc), "fix worker-status.json first (see above)")
-        return
-    online = sum(1 for v in views if v.online)
-    add("workers", True, f"{online} online, {len(views) - online} offline")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -316,7 +316,7 @@ def test_dependency_cycles_found():
 
 
 def test_edit_refuses_a_dependency_cycle():
-    from mavps.cli import validate_state
+    from mavps.admin import validate_state
 
     with pytest.raises(ValueError, match="circle: 1 -> 2 -> 1"):
         validate_state("task-queue.json", b'[{"id": 1, "depends_on": [2]}, {"id": 2, "depends_on": [1]}]')
