@@ -446,7 +446,8 @@ def _stop(ws: Any, worker: str, cfg: Config, opts: HookOptions, state: SessionSt
                                parse(s.record and s.record.last_task_completed)) if t is not None)
 
     def idle() -> float:
-        return (s.now() - idle_ref).total_seconds()
+        # the stamps are whole seconds: compare whole seconds, or idle_timeout fires up to 1 s early
+        return (s.now().replace(microsecond=0) - idle_ref).total_seconds()
 
     budget = max(0.0, min(cfg.hook_wait, cfg.idle_timeout - idle()))
     started = time.monotonic()

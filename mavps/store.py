@@ -194,7 +194,8 @@ class Store:
             to_close = [h.value for _st, h in attempt["inputs"].values() if h.ok]
             sighting = self._sighting(attempt)
             if sighting.identity is not None:
-                seen = max(self.watch.observed_for(sighting.identity), sighting.server_age or 0.0)
+                observed = self.watch.observed_for(sighting.identity)
+                seen = max(observed, sighting.server_age or 0.0)
                 if sighting.identity not in limits and seen > self.settings.lock_ttl:
                     holder, _ = lk.read_owner(tr)  # the holder may have asked for a longer lease
                     limits[sighting.identity] = (lk.holder_ttl(holder, self.settings.lock_ttl), holder)
@@ -203,7 +204,7 @@ class Store:
                     token_seen = holder.get("token") if holder else None
                     unfinished: list[str] = []
                     if lk.break_lock(tr, sighting.identity, token_seen, token, unfinished) == "broken":
-                        self._note_break(holder, seen, sighting.server_age, unfinished)
+                        self._note_break(holder, observed, sighting.server_age, unfinished)
                     b = Batch()
                     attempt = self._attempt(b, cand, files, probe=True, close=to_close)
                     sent = time.monotonic()
