@@ -31,13 +31,17 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
-    server = SSHServer(tmp_path_factory.mktemp("sshd"))
+    yield from running(SSHServer(tmp_path_factory.mktemp("sshd")), "SFTP")
+
+
+def running(server: SSHServer, what: str) -> Iterator[SSHServer]:
+    """Start a test sshd for a fixture: skip loudly where it cannot run, fail if CI requires it."""
     try:
         server.start()
     except Unsupported as exc:
         if REQUIRE_SSHD:
-            pytest.fail(f"MAVPS_REQUIRE_SSHD=1 but the real sshd cannot run: {exc}")
-        pytest.skip(f"SFTP TESTS SKIPPED: {exc} (install openssh-server; CI sets MAVPS_REQUIRE_SSHD=1)")
+            pytest.fail(f"MAVPS_REQUIRE_SSHD=1 but the {what} sshd cannot run: {exc}")
+        pytest.skip(f"{what} TESTS SKIPPED: {exc} (install openssh-server; CI sets MAVPS_REQUIRE_SSHD=1)")
     try:
         yield server
     finally:

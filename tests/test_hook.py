@@ -8,7 +8,6 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from click.testing import CliRunner
 
 from mavps import Config, TaskStatus
 from mavps.hook import HookOptions, session_start_hook, stop_hook
+from support.silent import silent_server
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = "w1"
@@ -264,34 +264,12 @@ def test_unreachable_port_answers_quickly(tmp_path):
 @pytest.mark.timeout(60)
 def test_silent_server_answers_within_its_bound(tmp_path):
     """A socket that accepts and never speaks: the hook gives up after connect_timeout."""
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(8)
-    conns = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        silent.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conns.append(silent.accept()[0])
-            except OSError:
-                pass
-
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
-    try:
+    with silent_server() as port:
         started = time.monotonic()
-        proc = run_hook(_unreachable_env(tmp_path, silent.getsockname()[1]), stop_input(), "stop", timeout=40)
+        proc = run_hook(_unreachable_env(tmp_path, port), stop_input(), "stop", timeout=40)
         took = time.monotonic() - started
-        start_proc = run_hook(_unreachable_env(tmp_path, silent.getsockname()[1]), start_input(),
-                              "session-start", "--role", "worker", timeout=40)
-    finally:
-        stop.set()
-        t.join()
-        silent.close()
-        for c in conns:
-            c.close()
+        start_proc = run_hook(_unreachable_env(tmp_path, port), start_input(), "session-start", "--role", "worker",
+                              timeout=40)
     assert_lets_stop(proc)
     assert took < 20, f"took {took:.1f}s with connect_timeout 2"
     assert "letting w1 stop" in proc.stderr

@@ -14,7 +14,8 @@ from typing import Iterator
 
 import pytest
 
-from support.sshd import SSHServer, Unsupported
+from conftest import running
+from support.sshd import SSHServer
 
 pytestmark = [pytest.mark.sftp, pytest.mark.timeout(120)]
 
@@ -24,17 +25,7 @@ USER = "mavpsagent"
 
 @pytest.fixture(scope="module")
 def jail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
-    server = SSHServer(tmp_path_factory.mktemp("sshd-lp"), sftp_only_user=USER)
-    try:
-        server.start()
-    except Unsupported as exc:
-        if os.environ.get("MAVPS_REQUIRE_SSHD") == "1":
-            pytest.fail(f"MAVPS_REQUIRE_SSHD=1 but the least-privilege sshd cannot run: {exc}")
-        pytest.skip(f"LEAST-PRIVILEGE SFTP TESTS SKIPPED: {exc}")
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running(SSHServer(tmp_path_factory.mktemp("sshd-lp"), sftp_only_user=USER), "LEAST-PRIVILEGE SFTP")
 
 
 def url(server: SSHServer, path: str = "/ws/project") -> str:

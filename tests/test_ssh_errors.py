@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from mavps.cli import cli
+from support.silent import silent_server
 from support.sshd import generate_ed25519_keypair
 
 
@@ -81,35 +81,11 @@ def test_closed_port_is_a_clear_error(tmp_path: Path) -> None:
 @pytest.mark.timeout(60)
 def test_silent_server_times_out_within_connect_timeout(tmp_path: Path) -> None:
     """A listening socket that never says a word: bounded by connect_timeout, not a hang."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(5)
-    port = server.getsockname()[1]
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-                held.append(conn)
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
+    with silent_server() as port:
         started = time.monotonic()
         result = run("--workspace", f"sftp://me@127.0.0.1:{port}/srv/ws", "--known-hosts", str(tmp_path / "kh"),
                      "--connect-timeout", "1.5", "status")
         elapsed = time.monotonic() - started
-    finally:
-        stop.set()
-        thread.join(5)
-        for c in held:
-            c.close()
-        server.close()
     assert result.exit_code == 1
     assert f"127.0.0.1:{port}" in result.stderr
     assert elapsed < 45  # bounded: well before the pytest timeout
