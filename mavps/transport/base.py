@@ -23,6 +23,30 @@ class Stat:
     is_dir: bool
     mode: int = 0
     is_link: bool = False
+    is_file: bool = True  #: a regular file (False for directories, links, fifos, devices...)
+    uid: int | None = None
+    gid: int | None = None
+    ino: int | None = None  #: inode number where the transport knows it (local only; SFTP v3 has none)
+
+    def kind(self) -> str:
+        """'file', 'directory', 'symlink' or 'special file': for messages."""
+        if self.is_link:
+            return "symlink"
+        if self.is_dir:
+            return "directory"
+        return "file" if self.is_file else "special file"
+
+
+def same_file(a: Stat, b: Stat) -> bool:
+    """Whether two stats describe one file: by inode where known, else by every attribute SFTP v3 has.
+
+    Used to check that an opened handle (fstat) is the very file an lstat of
+    its path saw, so a symlink swapped in between is caught.
+    """
+    if a.ino is not None and b.ino is not None:
+        return a.ino == b.ino
+    return (a.size, int(a.mtime), a.mode, a.uid, a.gid, a.is_dir, a.is_link) == \
+        (b.size, int(b.mtime), b.mode, b.uid, b.gid, b.is_dir, b.is_link)
 
 
 class Reply:
@@ -102,8 +126,21 @@ class Batch:
         """Like stat, but a symlink is reported as itself (`is_link`), not followed."""
         return self._add("lstat", path)
 
+    def truncate(self, path: str, size: int) -> Reply:
+        """Set a file's size by path (SETSTAT size; extends with zero bytes). Follows links: own files only."""
+        return self._add("truncate", path, size)
+
+    def fstat(self, handle: Any) -> Reply:
+        """Stat of an open handle: the file actually opened, whatever its path now names."""
+        return self._add("fstat", handle)
+
     def open(self, path: str, mode: str) -> Reply:
-        """mode: 'r' read, 'x' create-exclusive for writing, 'a' append (create)."""
+        """mode: 'r' read, 'x' create-exclusive for writing, 'a' append (create).
+
+        The local transport never follows a symlink in the last component
+        (O_NOFOLLOW); over SFTP the server does, so callers that must not be
+        led outside the workspace compare `fstat` of the handle with `lstat`
+        of the path (see `same_file`)."""
         assert mode in ("r", "x", "a")
         return self._add("open", path, mode)
 

@@ -15,6 +15,12 @@ FILE_MODE = 0o644
 DIR_MODE = 0o755
 
 
+def to_stat(st: os.stat_result) -> Stat:
+    m = st.st_mode
+    return Stat(st.st_size, st.st_mtime, statmod.S_ISDIR(m), statmod.S_IMODE(m), statmod.S_ISLNK(m),
+                statmod.S_ISREG(m), st.st_uid, st.st_gid, st.st_ino)
+
+
 class LocalTransport(Transport):
     def __init__(self, root: str) -> None:
         super().__init__()
@@ -58,13 +64,16 @@ class LocalTransport(Transport):
         os.link(self._path(src), self._path(dst))
 
     def _op_stat(self, path: str) -> Stat:
-        st = os.stat(self._path(path))
-        return Stat(st.st_size, st.st_mtime, statmod.S_ISDIR(st.st_mode), statmod.S_IMODE(st.st_mode))
+        return to_stat(os.stat(self._path(path)))
 
     def _op_lstat(self, path: str) -> Stat:
-        st = os.lstat(self._path(path))
-        return Stat(st.st_size, st.st_mtime, statmod.S_ISDIR(st.st_mode), statmod.S_IMODE(st.st_mode),
-                    statmod.S_ISLNK(st.st_mode))
+        return to_stat(os.lstat(self._path(path)))
+
+    def _op_fstat(self, fd: int) -> Stat:
+        return to_stat(os.fstat(fd))
+
+    def _op_truncate(self, path: str, size: int) -> None:
+        os.truncate(self._path(path), size)
 
     def _op_open(self, path: str, mode: str) -> int:
         flags = {
@@ -72,7 +81,7 @@ class LocalTransport(Transport):
             "x": os.O_WRONLY | os.O_CREAT | os.O_EXCL,
             "a": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
         }[mode]
-        fd = os.open(self._path(path), flags | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+        fd = os.open(self._path(path), flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
         if mode == "a":
             self._append_fds.add(fd)
         return fd

@@ -67,6 +67,12 @@ def _status_error(msg: Any, what: str) -> BaseException | None:
     return OSError(f"{text or 'Failure'}: {what}")
 
 
+def _to_stat(a: SFTPAttributes) -> Stat:
+    mode = a.st_mode or 0
+    return Stat(a.st_size or 0, float(a.st_mtime or 0), statmod.S_ISDIR(mode), statmod.S_IMODE(mode),
+                statmod.S_ISLNK(mode), statmod.S_ISREG(mode), a.st_uid, a.st_gid)
+
+
 def _no_delay(client: paramiko.SSHClient | None) -> None:
     """Send each request at once (TCP_NODELAY).
 
@@ -122,6 +128,12 @@ class SFTPTransport(Transport):
             return send(collector, proto.CMD_STAT, self._path(args[0]))
         if op == "lstat":
             return send(collector, proto.CMD_LSTAT, self._path(args[0]))
+        if op == "fstat":
+            return send(collector, proto.CMD_FSTAT, args[0])
+        if op == "truncate":
+            attrs = SFTPAttributes()
+            attrs.st_size = args[1]
+            return send(collector, proto.CMD_SETSTAT, self._path(args[0]), attrs)
         if op == "open":
             attrs = SFTPAttributes()
             if args[1] != "r":
@@ -171,10 +183,7 @@ class SFTPTransport(Transport):
             elif t == proto.CMD_DATA:
                 reply.set(msg.get_binary())
             elif t == proto.CMD_ATTRS:
-                a = SFTPAttributes._from_msg(msg)
-                mode = a.st_mode or 0
-                reply.set(Stat(a.st_size or 0, float(a.st_mtime or 0), statmod.S_ISDIR(mode), statmod.S_IMODE(mode),
-                               statmod.S_ISLNK(mode)))
+                reply.set(_to_stat(SFTPAttributes._from_msg(msg)))
             else:
                 reply.set(None, OSError(f"unexpected SFTP reply {t} to {op}"))
 
