@@ -139,3 +139,83 @@ def test_local_and_sftp_clients_share_one_workspace(sshd, tmp_path):
     assert sorted(completed) == list(range(1, 61)) and max(completed.values()) == 1
     assert by_kind["w"] > 0 and by_kind["r"] > 0, "one kind of client never got work"
     check_state(local.path)
+
+
+TIMED_DRAIN = textwrap.dedent("""
+    import os, sys, time
+    from mavps import Workspace
+    from mavps.errors import LockLost, LockTimeout, TransportError
+    url, worker, out, key, known, seconds = sys.argv[1:7]
+    settings = dict(identity_file=key, known_hosts=known, ssh_config=os.devnull, lock_timeout=60.0)
+    deadline = time.monotonic() + float(seconds)
+    with Workspace.open(url, agent=worker, **settings) as ws, open(out, "a", buffering=1) as fh:
+        while time.monotonic() < deadline:
+            try:
+                task = ws.queue.claim(worker)
+            except (LockLost, LockTimeout, TransportError) as exc:
+                fh.write(f"error {type(exc).__name__} {time.time()}\\n")
+                continue
+            if task is None:
+                if not ws.queue.list(status="pending") and not ws.queue.list(status="in_progress"):
+                    sys.exit(0)
+                time.sleep(0.05)
+                continue
+            fh.write(f"claimed {task.id} {time.time()}\\n")
+            for _ in range(3):  # a failed completion is retried with the claim's token
+                try:
+                    ws.queue.complete(task.id, worker, "done", token=task.claim_token)
+                    fh.write(f"completed {task.id} {time.time()}\\n")
+                    break
+                except (LockLost, LockTimeout, TransportError) as exc:
+                    fh.write(f"error {type(exc).__name__} {time.time()}\\n")
+    sys.exit(3)
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.sftp
+@pytest.mark.timeout(600)
+def test_thirty_two_workers_over_sftp_break_no_live_lock(sshd, tmp_path):
+    """Issue 10, 2b: 32 workers at 20 ms RTT once livelocked (live holders judged stale, 507 breaks,
+    858 rolled-back transactions); a holder within its lease must never be broken, however long it waited."""
+    from support.proxy import LatencyProxy
+
+    workers, n_tasks, drain_for = 32, int(os.environ.get("MAVPS_DRAIN32_TASKS", "300")), 240.0
+    local = Target("local", tmp_path / "ws", None)
+    with local.open("coordinator") as coordinator:
+        coordinator.init()
+        for i in range(n_tasks):
+            coordinator.queue.add(f"task {i}", "x")
+    with LatencyProxy(sshd.host, sshd.port, 0.010) as proxy:
+        known = tmp_path / "known_hosts"
+        key_type, key_b64 = sshd.host_pub.split()[:2]
+        known.write_text(f"[127.0.0.1]:{proxy.port} {key_type} {key_b64}\n")
+        url = f"sftp://{sshd.user}@127.0.0.1:{proxy.port}{local.path}"
+        outs = [tmp_path / f"w{i}.txt" for i in range(workers)]
+        procs = [subprocess.Popen([sys.executable, "-c", TIMED_DRAIN, url, f"w{i}", str(outs[i]), sshd.client_key,
+                                   str(known), str(drain_for)], env=env()) for i in range(workers)]
+        codes = []
+        for p in procs:
+            try:
+                codes.append(p.wait(timeout=drain_for + 120))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                codes.append(p.wait())
+    lines = [line.split() for f in outs if f.exists() for line in f.read_text().splitlines()]
+    completed = Counter(int(x[1]) for x in lines if x[0] == "completed")
+    stamps = [float(x[2]) for x in lines if x[0] in ("claimed", "completed")]
+    errors = Counter(x[1] for x in lines if x[0] == "error")
+    log = [json.loads(x) for x in (local.path / "agent-comms.jsonl").read_text().splitlines()]
+    breaks = sum(1 for r in log if r.get("event") == "lock_broken")
+    rolled = sum(1 for r in log if r.get("event") == "rolled_back")
+    span = max(stamps) - min(stamps) if len(stamps) > 1 else 0.0
+    rate = len(completed) / span if span else 0.0
+    print(f"\n[sftp 20 ms RTT] {workers} workers, {n_tasks} tasks: {len(completed)} completed in {span:.1f}s "
+          f"= {rate:.2f} claim+complete pairs/s; lock_broken {breaks}, rolled_back {rolled}, "
+          f"worker errors {dict(errors)}, exit codes {Counter(codes)}")
+    assert breaks == 0, f"{breaks} live holders were judged stale and broken"
+    assert rolled == 0, f"{rolled} transactions were rolled back"
+    assert sorted(completed) == list(range(1, n_tasks + 1)), f"{n_tasks - len(completed)} tasks not completed"
+    assert max(completed.values()) == 1, "a task was completed twice"
+    tasks = check_state(local.path)
+    assert all(t["status"] == "completed" for t in tasks)
