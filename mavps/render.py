@@ -1,82 +1,152 @@
-"""Human output: rich tables and colour. Imported only by commands that print them."""
+"""Human output: rich tables and colour, and `literal`, which every human renderer puts agent text through.
+
+Text in the workspace was written by other agents, maybe strangers: a description
+of `[/etc/hosts]` must not be read as rich markup, an ESC or OSC 52 in a log message
+must not reach the terminal. So agent text goes into rich `Text` objects (never
+parsed as markup) after `literal` made its control characters visible.
+rich is imported inside the functions: `literal` is used where rich is not wanted
+(the hooks, error messages).
+"""
 from __future__ import annotations
 
+import re
 import time
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from rich.console import Console, Group
-from rich.table import Table
-from rich.text import Text
+if TYPE_CHECKING:
+    from rich.console import Console, Group
+    from rich.table import Table
+    from rich.text import Text
 
 STATUS_STYLE = {"pending": "yellow", "in_progress": "cyan", "completed": "green", "failed": "bold red",
                 "cancelled": "dim"}
 
+#: What a terminal could act on: C0 controls but tab, DEL, C1 controls; bidi overrides and line separators
+#: (they reorder or break what is shown); lone surrogates (they cannot be printed at all).
+_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069"
+                     "\ud800-\udfff]")
+_NAMED = {"\n": "\\n", "\r": "\\r"}
+
+
+def _visible(char: str) -> str:
+    code = ord(char)
+    return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def literal(value: object, multiline: bool = False) -> str:
+    """Agent text made safe to print: control characters shown as escapes (ESC as `\\x1b`).
+
+    Newlines are kept with `multiline` (instructions), else shown as `\\n` so that one
+    text cannot fake lines or table rows; tabs are kept. Markup is left alone: print the
+    result as a rich `Text` (see `cell`) or with markup off.
+    """
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else str(value)
+    if multiline:
+        text = text.replace("\r\n", "\n")
+    if not _UNSAFE.search(text):
+        return text
+    if multiline:
+        return _UNSAFE.sub(lambda m: m.group() if m.group() == "\n" else _visible(m.group()), text)
+    return _UNSAFE.sub(lambda m: _visible(m.group()), text)
+
+
+def cell(value: object, style: str = "", multiline: bool = False) -> Text:
+    """Agent text as a rich Text: shown literally, never parsed as markup."""
+    from rich.text import Text
+
+    return Text(literal(value, multiline), style=style)
+
 
 def console() -> Console:
     """A console on the current stdout (tests swap it), wide enough for tables in pipes."""
+    from rich.console import Console
+
     c = Console(highlight=False)
     if not c.is_terminal:
         c = Console(highlight=False, width=max(c.width, 120))
     return c
 
 
-def _status(s: str) -> Text:
-    return Text(s, style=STATUS_STYLE.get(s, ""))
+def _status(s: object) -> Text:
+    shown = literal(s)
+    return cell(shown, STATUS_STYLE.get(shown, ""))
+
+
+def _joined(values: Iterable[object] | None) -> str:
+    return ",".join(literal(v) for v in values or [])
 
 
 def tasks_table(rows: Iterable[dict[str, Any]], title: str | None = None) -> Table:
+    from rich.table import Table
+
     t = Table(title=title, show_lines=False, header_style="bold")
     for col in ("id", "status", "description", "requires", "deps", "prio", "worker", "tries"):
         t.add_column(col, justify="right" if col in ("id", "prio", "tries") else "left",
                      overflow="fold" if col == "description" else "ellipsis")
     for r in rows:
-        t.add_row(str(r["id"]), _status(r["status"]), r["description"], ",".join(r.get("requires") or []),
-                  ",".join(str(d) for d in r.get("depends_on") or []), str(r.get("priority", 0)),
-                  r.get("claimed_by") or "", f"{r.get('attempts', 0)}/{r.get('max_attempts', '?')}")
+        t.add_row(cell(r["id"]), _status(r["status"]), cell(r["description"]), cell(_joined(r.get("requires"))),
+                  cell(_joined(r.get("depends_on"))), cell(r.get("priority", 0)), cell(r.get("claimed_by")),
+                  cell(f"{literal(r.get('attempts', 0))}/{literal(r.get('max_attempts', '?'))}"))
     return t
 
 
 def tasks(rows: list[dict[str, Any]], empty: str = "no tasks") -> None:
     if not rows:
-        console().print(empty)
+        console().print(empty, markup=False)
         return
     console().print(tasks_table(rows))
 
 
 def task_detail(d: dict[str, Any]) -> None:
+    from rich.text import Text
+
     c = console()
-    c.print(Text(f"Task #{d['id']}: {d['description']}", style="bold"))
+    c.print(cell(f"Task #{literal(d['id'])}: {literal(d['description'])}", "bold"))
     for key in ("status", "claimed_by", "claimed_at", "lease_expires_at", "attempts", "max_attempts", "priority",
                 "requires", "depends_on", "context_files", "created_by", "created_at", "completed_at", "result",
                 "error", "instruction_file"):
         v = d.get(key)
         if v in (None, [], ""):
             continue
-        shown = ", ".join(map(str, v)) if isinstance(v, list) else str(v)
+        shown = ", ".join(map(literal, v)) if isinstance(v, list) else literal(v)
         c.print(Text.assemble((f"{key:>17}: ", "dim"), (shown, STATUS_STYLE.get(shown, "") if key == "status" else "")))
     c.print(Text("\n--- instructions ---", style="dim"))
-    c.print(d.get("instructions") or "(none)", markup=False)
+    c.print(cell(d.get("instructions") or "(none)", multiline=True))
 
 
 def workers_table(rows: Iterable[dict[str, Any]]) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
     t = Table(header_style="bold")
     for col in ("worker", "online", "status", "capabilities", "task", "last heartbeat"):
         t.add_column(col)
     for r in rows:
-        t.add_row(r["id"], Text("online", style="green") if r.get("online") else Text("offline", style="dim"),
-                  r.get("status") or "", ",".join(r.get("capabilities") or []),
-                  "" if r.get("current_task") is None else f"#{r['current_task']}", r.get("last_heartbeat") or "")
+        t.add_row(cell(r["id"]), Text("online", style="green") if r.get("online") else Text("offline", style="dim"),
+                  cell(r.get("status")), cell(_joined(r.get("capabilities"))),
+                  cell("" if r.get("current_task") is None else f"#{literal(r['current_task'])}"),
+                  cell(r.get("last_heartbeat")))
     return t
 
 
 def workers(rows: list[dict[str, Any]]) -> None:
-    console().print(workers_table(rows) if rows else "no workers registered")
+    if rows:
+        console().print(workers_table(rows))
+    else:
+        console().print("no workers registered", markup=False)
 
 
 def board_renderable(b: dict[str, Any]) -> Group:
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
     counts = b["counts"]
-    head = Text.assemble((f"{b['workspace']}  ", "bold"), (b["time"], "dim"), "\n",
-                         *[part for s in counts for part in ((f"{s} {counts[s]}", STATUS_STYLE.get(s, "")), "  ")])
+    head = Text.assemble((f"{literal(b['workspace'])}  ", "bold"), (literal(b["time"]), "dim"), "\n",
+                         *[part for s in counts for part in ((f"{literal(s)} {literal(counts[s])}",
+                                                              STATUS_STYLE.get(s, "")), "  ")])
     parts: list[Any] = [head]
     if b["in_progress"]:
         t = Table(title="in progress", title_justify="left", header_style="bold")
@@ -84,13 +154,14 @@ def board_renderable(b: dict[str, Any]) -> Group:
             t.add_column(col)
         for r in b["in_progress"]:
             left = r.get("lease_left")
-            t.add_row(str(r["id"]), r["description"], r.get("claimed_by") or "", str(r.get("attempts", "")),
+            t.add_row(cell(r["id"]), cell(r["description"]), cell(r.get("claimed_by")), cell(r.get("attempts", "")),
                       "?" if left is None else Text(f"{left}s", style="red" if left < 60 else ""))
         parts.append(t)
     if b["ready"]:
-        parts.append(Text("ready: " + ", ".join(f"#{i}" for i in b["ready"]), style="yellow"))
+        parts.append(cell("ready: " + ", ".join(f"#{literal(i)}" for i in b["ready"]), "yellow"))
     for f in b.get("failed", []):
-        parts.append(Text(f"failed #{f['id']}: {f['description']} ({f.get('error') or 'no reason'})", style="red"))
+        parts.append(cell(f"failed #{literal(f['id'])}: {literal(f['description'])} "
+                          f"({literal(f.get('error') or 'no reason')})", "red"))
     if b["workers"]:
         parts.append(workers_table(b["workers"]))
     if b.get("recent"):
@@ -99,7 +170,7 @@ def board_renderable(b: dict[str, Any]) -> Group:
         log.add_column("agent", style="bold")
         log.add_column("message")
         for r in b["recent"]:
-            log.add_row(str(r.get("timestamp", ""))[11:19], str(r.get("agent", "")), str(r.get("message", "")))
+            log.add_row(cell(str(r.get("timestamp", ""))[11:19]), cell(r.get("agent", "")), cell(r.get("message", "")))
         parts.append(log)
     return Group(*parts)
 
@@ -124,34 +195,40 @@ def watch(fetch: Callable[[], dict[str, Any]], interval: float, max_seconds: flo
 
 
 def checks(rows: list[dict[str, Any]]) -> None:
+    """The doctor's checks: their details quote the workspace (a lock holder's name, directory names)."""
+    from rich.text import Text
+
     c = console()
     for r in rows:
         mark = Text("ok  ", style="green") if r["ok"] else Text("FAIL", style="bold red")
-        c.print(Text.assemble(mark, " ", (f"{r['check']}: ", "bold"), r["detail"]), soft_wrap=True)
+        c.print(Text.assemble(mark, " ", (f"{literal(r['check'])}: ", "bold"), literal(r["detail"])), soft_wrap=True)
         if not r["ok"] and r.get("fix"):
-            c.print(Text.assemble("      fix: ", (r["fix"], "yellow")), soft_wrap=True)
+            c.print(Text.assemble("      fix: ", (literal(r["fix"]), "yellow")), soft_wrap=True)
 
 
 def demo_summary(s: dict[str, Any]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     c = console()
     t = Table(title=f"mavps demo: {s['tasks']} tasks, {s['workers']} workers, {s['seconds']:.1f}s", header_style="bold")
     for col in ("task", "description", "needs", "after", "done by", "attempts", "status"):
         t.add_column(col)
     for r in s["rows"]:
-        t.add_row(str(r["id"]), r["description"], ",".join(r["requires"]), ",".join(map(str, r["depends_on"])),
-                  r["worker"] or "", str(r["attempts"]), _status(r["status"]))
+        t.add_row(cell(r["id"]), cell(r["description"]), cell(_joined(r["requires"])), cell(_joined(r["depends_on"])),
+                  cell(r["worker"]), cell(r["attempts"]), _status(r["status"]))
     c.print(t)
     per = Table(title="per worker", header_style="bold")
     per.add_column("worker")
     per.add_column("capabilities")
     per.add_column("completed", justify="right")
     for w, info in s["per_worker"].items():
-        per.add_row(w, ",".join(info["capabilities"]), str(info["completed"]))
+        per.add_row(cell(w), cell(_joined(info["capabilities"])), cell(info["completed"]))
     c.print(per)
     check = s["check"]
     if check["ok"]:
         c.print(Text(f"check passed: every task completed exactly once ({check['completed_events']} completions "
                      f"in the log, {check['retries']} retried after a failure)", style="bold green"))
     else:
-        c.print(Text("check FAILED: " + "; ".join(check["problems"]), style="bold red"))
-    c.print(Text(f"workspace: {s['workspace']}", style="dim"))
+        c.print(cell("check FAILED: " + "; ".join(map(literal, check["problems"])), "bold red"))
+    c.print(cell(f"workspace: {literal(s['workspace'])}", "dim"))
