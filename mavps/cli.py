@@ -142,7 +142,9 @@ def die(message: str) -> NoReturn:
 
 
 def _report(message: str) -> int:
-    click.echo(f"mavps: {message}", err=True)
+    from .render import literal  # messages may quote workspace text (a holder's name)
+
+    click.echo(f"mavps: {literal(message)}", err=True)
     return 1
 
 
@@ -258,8 +260,10 @@ def task_out(task: Any, instructions: str | None = None) -> dict[str, Any]:
 
 def _one_task(verb: str) -> Callable[[dict], None]:
     def human(t: dict) -> None:
-        holder = f" by {t['claimed_by']}" if t.get("claimed_by") and t["status"] == "in_progress" else ""
-        click.echo(f"{verb} task #{t['id']} ({t['status']}{holder}): {t['description']}")
+        from .render import literal
+
+        holder = f" by {literal(t['claimed_by'])}" if t.get("claimed_by") and t["status"] == "in_progress" else ""
+        click.echo(f"{verb} task #{t['id']} ({literal(t['status'])}{holder}): {literal(t['description'])}")
     return human
 
 
@@ -393,15 +397,16 @@ def claim(worker: str | None, capabilities: tuple[str, ...]) -> None:
     data = task_out(t, ws.queue.instructions(t))
 
     def human(d: dict) -> None:
+        lit = _render().literal  # the task was written by another agent
         flags = st.given_flags()
         q = shlex.quote
-        click.secho(f"Claimed task #{d['id']}: {d['description']}", bold=True)
-        click.echo(f"attempt {d['attempts']} of {d['max_attempts']}; lease until {d['lease_expires_at']} "
+        click.secho(f"Claimed task #{d['id']}: {lit(d['description'])}", bold=True)
+        click.echo(f"attempt {d['attempts']} of {d['max_attempts']}; lease until {lit(d['lease_expires_at'])} "
                    f"(renew with `mavps{flags} worker heartbeat {q(wid)}`)")
         if d.get("context_files"):
-            click.echo("context files: " + ", ".join(d["context_files"]))
-        click.echo(f"\n--- instructions ({d.get('instruction_file')}) ---")
-        click.echo((d.get("instructions") or "(none)").rstrip("\n"))
+            click.echo("context files: " + ", ".join(map(lit, d["context_files"])))
+        click.echo(f"\n--- instructions ({lit(d.get('instruction_file'))}) ---")
+        click.echo(lit(d.get("instructions") or "(none)", multiline=True).rstrip("\n"))
         click.echo("--- end of instructions ---\n")
         click.echo("When done:    " + f"mavps{flags} complete {d['id']} --worker {q(wid)} --result 'what you did'")
         click.echo("If it fails:  " + f"mavps{flags} fail {d['id']} --worker {q(wid)} --error 'what went wrong'")
@@ -588,12 +593,14 @@ _EVENT_COLOURS = {"task_completed": "green", "task_failed": "red", "task_claimed
 
 
 def _log_line(r: dict) -> str:
-    stamp = str(r.get("timestamp", ""))
+    from .render import literal  # records are written by other agents: shown literally
+
+    stamp = literal(r.get("timestamp", ""))
     stamp = stamp[11:19] if len(stamp) >= 19 else stamp
-    agent = click.style(f"{r.get('agent', '?'):<14}", bold=True)
-    msg = str(r.get("message", ""))
+    agent = click.style(f"{literal(r.get('agent', '?')):<14}", bold=True)
+    msg = literal(r.get("message", ""))
     ev = r.get("event")
-    colour = _EVENT_COLOURS.get(ev, None)
+    colour = _EVENT_COLOURS.get(ev, None) if isinstance(ev, str) else None
     if colour:
         msg = click.style(msg, fg=colour)
     return f"{stamp} {agent} {msg}"
@@ -665,8 +672,11 @@ def unlock(force: bool, yes: bool) -> None:
 
 
 def _holder(info: dict) -> str:
+    from .render import literal  # owner.json is written by whoever took the lock
+
     h = info.get("holder") or {}
-    return f"{h.get('owner', 'an unknown holder')} on {h.get('host', '?')} (pid {h.get('pid', '?')})"
+    return (f"{literal(h.get('owner', 'an unknown holder'))} on {literal(h.get('host', '?'))} "
+            f"(pid {literal(h.get('pid', '?'))})")
 
 
 def _unlock_human(info: dict) -> None:
@@ -685,7 +695,7 @@ def _unlock_human(info: dict) -> None:
             click.echo("break it with `mavps unlock --force` only if that holder is dead")
     if info["leftovers_removed"]:
         click.echo(f"removed {len(info['leftovers_removed'])} leftover lock director(ies): "
-                   + ", ".join(info["leftovers_removed"]))
+                   + ", ".join(map(_render().literal, info["leftovers_removed"])))
 
 
 @cli.command(epilog="Example: mavps doctor --workspace sftp://myvps/srv/ws")

@@ -42,6 +42,23 @@ class CorruptState(MavpsError, ValueError):
         )
 
 
+class UnsafePath(MavpsError, PermissionError):
+    """A workspace path is a symlink or of the wrong type: mavps never follows or replaces it.
+
+    The workspace may be writable by other accounts, so a link where a state
+    file or the lock should be may have been planted to lead mavps outside.
+    """
+
+    def __init__(self, path: str, found: str, expected: str) -> None:
+        self.path = path
+        self.found = found
+        super().__init__(
+            f"{path} is a {found} where mavps expects {expected}; mavps never follows links or replaces "
+            f"unexpected files in the workspace (another account may have planted it). Look at it "
+            f"(`ls -la`), then move it out of the way by hand"
+        )
+
+
 class LockTimeout(MavpsError, TimeoutError):
     """The workspace lock stayed busy for longer than lock_timeout."""
 

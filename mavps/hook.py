@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterator, Mapping
 from .config import Config
 from .errors import MavpsError
 from .models import QUEUE_FILE, WORKERS_FILE, Task, TaskStatus, Worker, load_tasks, load_workers
+from .render import literal
 from .store import parse_json
 from .timeutil import after, iso, parse
 
@@ -244,11 +245,13 @@ def finish_commands(task_id: int, worker: str) -> str:
 def file_hint(location: str, paths: list[str]) -> list[str]:
     """Where the task's files are, for the agent: absolute local paths, or sftp URLs."""
     if location.startswith("sftp://"):  # the agent is not on the VPS: mavps fetches them
-        return [f"- {p}  (read it with: mavps cat {p})" for p in paths]
-    return [f"- {p}  ({os.path.join(location, p)})" for p in paths]
+        return [f"- {literal(p)}  (read it with: mavps cat {literal(p)})" for p in paths]
+    return [f"- {literal(p)}  ({literal(os.path.join(location, p))})" for p in paths]
 
 
 def task_reason(task: Task, worker: str, instructions: str, location: str, claimed_now: bool) -> str:
+    """The whole task for the model. Its texts come from other agents: their control characters are made
+    visible (a human reads the transcript in a terminal); the instructions keep their lines."""
     lines = [
         f"mavps: you are worker {worker} of a shared mavps workspace ({location}). "
         + (f"The Stop hook has just claimed task #{task.id} for you"
@@ -256,7 +259,7 @@ def task_reason(task: Task, worker: str, instructions: str, location: str, claim
         + f" (attempt {task.attempts} of {task.max_attempts}). You have no other context: "
           "everything you need is below, and other agents work on other tasks at the same time.",
         "",
-        f"Task #{task.id}: {task.description}",
+        f"Task #{task.id}: {literal(task.description)}",
     ]
     if task.context_files:
         lines += ["", "Read these context files first (paths inside the workspace):"]
@@ -265,8 +268,9 @@ def task_reason(task: Task, worker: str, instructions: str, location: str, claim
     cut = len(text) > MAX_INSTRUCTIONS
     if cut:
         text = text[:MAX_INSTRUCTIONS]
-    lines += ["", f"Instructions ({task.instruction_file or 'none given'}):", "-----", text or "(no instruction text)",
-              "-----"]
+    text = literal(text, multiline=True)
+    lines += ["", f"Instructions ({literal(task.instruction_file or 'none given')}):", "-----",
+              text or "(no instruction text)", "-----"]
     if cut:
         lines.append(f"(cut here: the full text is shown by `mavps task show {task.id}`)")
     lines += ["", finish_commands(task.id, worker)]
@@ -275,8 +279,8 @@ def task_reason(task: Task, worker: str, instructions: str, location: str, claim
 
 def held_reason(task: Task, worker: str) -> str:
     return "\n".join([
-        f"mavps: you (worker {worker}) still hold task #{task.id}: {task.description}",
-        f"It was claimed at {task.claimed_at}; its lease was just renewed. Finish it before anything else.",
+        f"mavps: you (worker {worker}) still hold task #{task.id}: {literal(task.description)}",
+        f"It was claimed at {literal(task.claimed_at)}; its lease was just renewed. Finish it before anything else.",
         f"To see its instructions again: mavps task show {task.id}",
         "",
         finish_commands(task.id, worker),
@@ -381,11 +385,13 @@ def stop_hook(input: Mapping[str, Any], config: Config, options: HookOptions | N
     try:
         ws = open_workspace(config=cfg, agent=worker)
     except (MavpsError, OSError) as exc:
-        return HookAnswer(outcome="error", message=f"mavps hook: cannot open the workspace ({exc}); letting {worker} stop")
+        return HookAnswer(outcome="error",
+                          message=f"mavps hook: cannot open the workspace ({literal(exc)}); letting {worker} stop")
     try:
         return _stop(ws, worker, cfg, opts, state, session_id, rec)
     except (MavpsError, OSError) as exc:
-        return HookAnswer(outcome="error", message=f"mavps hook: {type(exc).__name__}: {exc}; letting {worker} stop")
+        return HookAnswer(outcome="error",
+                          message=f"mavps hook: {type(exc).__name__}: {literal(exc)}; letting {worker} stop")
     finally:
         with contextlib.suppress(Exception):
             ws.close()
@@ -529,30 +535,32 @@ def coordinator_context(location: str | None, board: dict[str, Any] | None, prob
         "See CLAUDE.md for how to split work into tasks.",
     ]
     if problem:
-        lines += ["", f"The workspace could not be read just now: {problem}"]
+        lines += ["", f"The workspace could not be read just now: {literal(problem)}"]
     elif board:
         lines += ["", "The board now:", board_text(board)]
     return "\n".join(lines)
 
 
 def board_text(board: dict[str, Any]) -> str:
+    """The board for the coordinator's context; every text in it is another agent's, shown literally."""
     counts = board.get("counts", {})
     out = ["tasks: " + ", ".join(f"{k} {v}" for k, v in counts.items())]
     if board.get("ready"):
         out.append("ready to claim: " + ", ".join(f"#{i}" for i in board["ready"]))
     for t in board.get("in_progress", []):
-        out.append(f"in progress: #{t['id']} {t['description'][:80]} (held by {t['claimed_by']}, "
+        out.append(f"in progress: #{t['id']} {literal(t['description'][:80])} (held by {literal(t['claimed_by'])}, "
                    f"lease left {t['lease_left']}s)")
     for t in board.get("failed", []):
-        out.append(f"failed: #{t['id']} {t['description'][:80]}: {(t.get('error') or '')[:160]}")
+        out.append(f"failed: #{t['id']} {literal(t['description'][:80])}: {literal((t.get('error') or '')[:160])}")
     workers = board.get("workers", [])
     if workers:
-        out.append("workers: " + ", ".join(f"{w['id']} ({'online' if w['online'] else 'offline'}, {w['status']})"
-                                           for w in workers))
+        out.append("workers: " + ", ".join(
+            f"{literal(w['id'])} ({'online' if w['online'] else 'offline'}, {literal(w['status'])})" for w in workers))
     else:
         out.append("workers: none registered yet")
     for r in board.get("recent", [])[-5:]:
-        out.append(f"log: {r.get('timestamp')} {r.get('agent')}: {str(r.get('message'))[:160]}")
+        out.append(f"log: {literal(r.get('timestamp'))} {literal(r.get('agent'))}: "
+                   f"{literal(str(r.get('message'))[:160])}")
     return "\n".join(out)
 
 
@@ -586,7 +594,7 @@ def session_start_hook(input: Mapping[str, Any], config: Config, role: str | Non
             else:
                 board = ws.board()
     except (MavpsError, OSError) as exc:
-        problem = f"{type(exc).__name__}: {exc}"
+        problem = f"{type(exc).__name__}: {literal(exc)}"
         message = f"mavps hook: {problem}"
     finally:
         if ws is not None:

@@ -107,4 +107,7 @@ def test_round_trips_per_operation(ws, target):
         before = ws.transport.round_trips
         op()
         counts[name] = ws.transport.round_trips - before
-    assert counts == {"add": 4, "claim": 4, "complete": 4, "heartbeat": 4, "ready": 2, "board": 2, "log": 2}
+    # a lock-free log append checks the opened file before writing to it: one round trip more over SFTP,
+    # where the server follows symlinks (locally O_NOFOLLOW refuses them in the open itself)
+    log = 2 if target.kind == "local" else 3
+    assert counts == {"add": 4, "claim": 4, "complete": 4, "heartbeat": 4, "ready": 2, "board": 2, "log": log}

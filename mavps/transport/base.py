@@ -10,7 +10,7 @@ so a caller that needs "only if the previous one worked" uses two batches.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 #: Largest read or write sent in one request: a size every SFTP server takes.
 CHUNK = 32 * 1024
@@ -135,13 +135,16 @@ class Batch:
         return self._add("fstat", handle)
 
     def open(self, path: str, mode: str) -> Reply:
-        """mode: 'r' read, 'x' create-exclusive for writing, 'a' append (create).
+        """mode: 'r' read, 'x' create-exclusive for writing, 'a' append (create), 'e' append to an existing file.
+
+        'x' never follows a symlink (O_CREAT|O_EXCL refuses any existing name);
+        'e' never creates a file, so it cannot create one at a dangling link's target.
 
         The local transport never follows a symlink in the last component
         (O_NOFOLLOW); over SFTP the server does, so callers that must not be
         led outside the workspace compare `fstat` of the handle with `lstat`
         of the path (see `same_file`)."""
-        assert mode in ("r", "x", "a")
+        assert mode in ("r", "x", "a", "e")
         return self._add("open", path, mode)
 
     def read(self, handle: Any, offset: int, size: int) -> Reply:
@@ -155,15 +158,70 @@ class Batch:
         return self._add("close", handle)
 
     def write_all(self, handle: Any, data: bytes, offset: int = 0) -> list[Reply]:
+        """Writes of at most CHUNK bytes each: no request above what every SFTP server accepts."""
         return [
             self.write(handle, offset + i, data[i : i + CHUNK])
             for i in range(0, max(len(data), 1), CHUNK)
             if data[i : i + CHUNK] or i == 0
         ]
 
+    def append_lines(self, handle: Any, data: bytes) -> list[Reply]:
+        """Appends of whole lines, at most CHUNK bytes per request (each request is one write(2) on the
+        server, so lines of concurrent appenders never interleave; a longer line is sent alone, and one over
+        4 CHUNKs is cut: no request may exceed the server's packet limit, 256 KiB on OpenSSH)."""
+        out, start = [], 0
+        while start < len(data):
+            end = start + CHUNK
+            if end < len(data):
+                cut = data.rfind(b"\n", start, end)
+                end = cut + 1 if cut >= start else min(data.find(b"\n", end) + 1 or len(data), start + 4 * CHUNK)
+            out.append(self.write(handle, 0, data[start:end]))
+            start = end
+        return out
+
     def read_span(self, handle: Any, size: int) -> list[Reply]:
         """Reads covering `size` bytes plus one chunk more, so the end is seen."""
         return [self.read(handle, off, CHUNK) for off in range(0, size + CHUNK, CHUNK)]
+
+
+def regular_file(path: str, lst: Reply, handle: Reply | None = None) -> Stat | None:
+    """The lstat of `path` if it is a regular file, None if it does not exist; anything else is refused.
+
+    `handle` is the reply of an open of the same path sent after the lstat:
+    its error is raised when the lstat found a file that could not be opened.
+    """
+    from ..errors import UnsafePath
+
+    if not lst.ok:
+        if isinstance(lst.error, FileNotFoundError):
+            return None
+        raise lst.error  # type: ignore[misc]
+    st: Stat = lst.value
+    if not st.is_file:
+        raise UnsafePath(path, st.kind(), "a regular file")
+    if handle is not None and not handle.ok:
+        if isinstance(handle.error, FileNotFoundError):
+            return None  # removed between the two requests
+        if isinstance(handle.error, OSError) and handle.error.errno == 40:  # ELOOP: O_NOFOLLOW met a link
+            raise UnsafePath(path, "symlink", "a regular file")
+        raise handle.error  # type: ignore[misc]
+    return st
+
+
+def opened_is(path: str, lst: Reply, fst: Reply) -> None:
+    """Refuse an open handle that is not the file the lstat before it saw (a link swapped in between).
+
+    For files that change only under the lock; files others append to use `Transport.confirm_opened`.
+    """
+    if not fst.ok or not same_file(fst.value, lst.value):
+        raise unsafe_or_busy(path)
+
+
+def unsafe_or_busy(path: str) -> Exception:
+    from ..errors import UnsafePath
+
+    return UnsafePath(path, "file that kept changing into another one while it was opened (a symlink being "
+                      "swapped in?)", "a regular file")
 
 
 def joined(replies: list[Reply]) -> tuple[bytes, bool]:
@@ -182,6 +240,9 @@ class Transport:
 
     #: A URL-ish description for messages (never contains secrets).
     location: str = ""
+    #: Whether opening a path follows a symlink at its end (sftp-server does): then an open handle is
+    #: checked against the path with fstat before it is written to.
+    follows_links: bool = True
 
     def __init__(self) -> None:
         self.round_trips = 0
@@ -202,34 +263,77 @@ class Transport:
         raise NotImplementedError
 
     def read_files(self, paths: list[str]) -> dict[str, bytes | None]:
-        """Whole files, None for missing ones: two round trips for any number."""
+        """Whole regular files, None for missing ones: two round trips for any number.
+
+        Never through a link: each path is lstat'ed before it is opened, and
+        the open handle's fstat must match an lstat of the path taken right
+        after it (a file replaced by a commit in between is simply read again).
+        """
         out: dict[str, bytes | None] = {}
         todo = list(paths)
         for _attempt in range(5):
             first = Batch()
-            asked = {p: (first.stat(p), first.open(p, "r")) for p in todo}
+            asked = {p: (first.lstat(p), first.open(p, "r")) for p in todo}
             self.run(first)
             second = Batch()
-            reads: dict[str, list[Reply]] = {}
-            for path, (st, handle) in asked.items():
-                if not handle.ok:
-                    if isinstance(handle.error, FileNotFoundError):
+            reads: dict[str, tuple[Reply, Reply, list[Reply]]] = {}
+            try:
+                for path, (lst, handle) in asked.items():
+                    if regular_file(path, lst, handle) is None:
                         out[path] = None
                         continue
-                    raise handle.error  # type: ignore[misc]
-                reads[path] = second.read_span(handle.value, st.value.size if st.ok else 0)
-                second.close(handle.value)
-            self.run(second)
+                    reads[path] = (second.fstat(handle.value), second.lstat(path),
+                                   second.read_span(handle.value, lst.value.size))
+            finally:
+                for _lst, handle in asked.values():
+                    if handle.ok:
+                        second.close(handle.value)
+                self.run(second)
             todo = []
-            for path, replies in reads.items():
+            for path, (fst, lst2, replies) in reads.items():
                 data, complete = joined(replies)
-                if complete:
+                if complete and fst.ok and lst2.ok and same_file(fst.value, lst2.value):
                     out[path] = data
-                else:  # grew past what stat said: read it again
+                else:  # grew past what lstat said, or replaced meanwhile: read it again
                     todo.append(path)
             if not todo:
                 return out
-        raise OSError(f"{todo[0]} keeps growing while it is read")
+        raise unsafe_or_busy(todo[0])
+
+    def read_from(self, path: str, start: Callable[[int], int]) -> tuple[bytes, int] | None:
+        """Bytes of a regular file from offset `start(size)` to its size; None when missing. Two round trips."""
+        for _attempt in range(5):
+            first = Batch()
+            lst, handle = first.lstat(path), first.open(path, "r")
+            self.run(first)
+            second = Batch()
+            try:
+                if regular_file(path, lst, handle) is None:
+                    return None
+                size = lst.value.size
+                begin = min(max(0, start(size)), size)
+                fst, lst2 = second.fstat(handle.value), second.lstat(path)
+                reads = [second.read(handle.value, off, CHUNK) for off in range(begin, size, CHUNK)]
+            finally:
+                if handle.ok:
+                    second.close(handle.value)
+                self.run(second)
+            if fst.ok and lst2.ok and same_file(fst.value, lst2.value):
+                data, _ = joined(reads) if reads else (b"", True)
+                return data[: size - begin], size
+        raise unsafe_or_busy(path)
+
+    def confirm_opened(self, path: str, handle: Any, fst: Reply, lst: Reply, tries: int = 3) -> None:
+        """Check an open handle is the file its path names (fstat and lstat sent together); ask again a few
+        times when the file changed in between (a concurrent append); refuse otherwise."""
+        for _ in range(tries):
+            if fst.ok and lst.ok and same_file(fst.value, lst.value):
+                return
+            b = Batch()
+            fst, lst = b.fstat(handle), b.lstat(path)
+            self.run(b)
+        if not (fst.ok and lst.ok and same_file(fst.value, lst.value)):
+            raise unsafe_or_busy(path)
 
     def close(self) -> None:
         pass

@@ -22,6 +22,9 @@ def to_stat(st: os.stat_result) -> Stat:
 
 
 class LocalTransport(Transport):
+    #: opens never follow a final symlink (O_NOFOLLOW) and never block on a planted FIFO (O_NONBLOCK)
+    follows_links = False
+
     def __init__(self, root: str) -> None:
         super().__init__()
         self.root = os.path.abspath(os.path.expanduser(root))
@@ -80,9 +83,10 @@ class LocalTransport(Transport):
             "r": os.O_RDONLY,
             "x": os.O_WRONLY | os.O_CREAT | os.O_EXCL,
             "a": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+            "e": os.O_WRONLY | os.O_APPEND,
         }[mode]
-        fd = os.open(self._path(path), flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
-        if mode == "a":
+        fd = os.open(self._path(path), flags | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+        if mode in ("a", "e"):
             self._append_fds.add(fd)
         return fd
 

@@ -27,6 +27,7 @@ _OPEN_FLAGS = {
     "r": proto.SFTP_FLAG_READ,
     "x": proto.SFTP_FLAG_WRITE | proto.SFTP_FLAG_CREATE | proto.SFTP_FLAG_EXCL,
     "a": proto.SFTP_FLAG_WRITE | proto.SFTP_FLAG_CREATE | proto.SFTP_FLAG_APPEND,
+    "e": proto.SFTP_FLAG_WRITE | proto.SFTP_FLAG_APPEND,
 }
 
 
@@ -136,7 +137,7 @@ class SFTPTransport(Transport):
             return send(collector, proto.CMD_SETSTAT, self._path(args[0]), attrs)
         if op == "open":
             attrs = SFTPAttributes()
-            if args[1] != "r":
+            if args[1] in ("x", "a"):
                 attrs.st_mode = FILE_MODE
             return send(collector, proto.CMD_OPEN, self._path(args[0]), _OPEN_FLAGS[args[1]], attrs)
         if op == "read":
