@@ -111,3 +111,70 @@ def test_round_trips_per_operation(ws, target):
     # where the server follows symlinks (locally O_NOFOLLOW refuses them in the open itself)
     log = 2 if target.kind == "local" else 3
     assert counts == {"add": 4, "claim": 4, "complete": 4, "heartbeat": 4, "ready": 2, "board": 2, "log": log}
+
+
+def test_a_holder_that_waited_longer_than_the_lease_is_not_judged_stale(open_ws, target):
+    """The lock's age counts from when its holder took it, not from when it started waiting (issue: 32 workers
+    livelocked breaking each other's fresh locks). A waits > lock_ttl behind a live lock with a long declared
+    lease, takes it, and holds it a while; C, waiting behind A with a short lease, must not break A's lock."""
+    import threading
+
+    ttl = 1.0
+    a = open_ws("a", lock_ttl=ttl, lock_timeout=20)
+    c = open_ws("c", lock_ttl=ttl, lock_timeout=20)
+    a.init()
+    live_lock(target.path, owner="long-holder", ttl=600)  # alive, declared a 600 s lease
+    errors: list[BaseException] = []
+
+    def slow_change(txn):  # A holds the lock for 0.4 s (< ttl/2) once it has it
+        time.sleep(0.4)
+        txn.write("task-queue.json", [])
+
+    def run_a():
+        try:
+            a.store.transact(["task-queue.json"], slow_change)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    original_run = a.transport.run
+
+    def slow_after_taking(batch):  # a slow link: A's next request comes 0.5 s after its rename won
+        original_run(batch)
+        if any(op == "rename" and args[1] == LOCK and reply.ok for op, args, reply in batch.ops):
+            time.sleep(0.5)
+        return batch
+
+    a.transport.run = slow_after_taking
+    thread = threading.Thread(target=run_a)
+    thread.start()
+    time.sleep(2.5 * ttl)  # A has now waited longer than its lock_ttl
+    (target.path / LOCK / "owner.json").unlink()
+    (target.path / LOCK).rmdir()  # the long holder releases: A takes the lock on its next poll
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not (target.path / LOCK).exists():
+        time.sleep(0.01)
+    c.queue.add("after A", "x")  # waits behind A; A's lock is fresh by the server's clock
+    thread.join(10)
+    assert not errors, errors
+    events = [r["event"] for r in c.log.tail(50)]
+    assert "lock_broken" not in events and "rolled_back" not in events, events
+    assert a.store.last_lock_wait > 2 * ttl
+
+
+def test_each_holder_has_its_own_lock_identity(open_ws, target):
+    """Two holders in the same second differ in what a waiter's lstat shows (the owner file's size)."""
+    from mavps import lock as lk
+
+    sizes = {lk.owner_size(lk.new_token()) for _ in range(200)}
+    assert len(sizes) > 150
+    ws = open_ws()
+    ws.init()
+    seen = []
+
+    def look(txn):
+        seen.append((target.path / LOCK / "owner.json").stat().st_size)
+
+    for _ in range(3):
+        ws.store.transact(["task-queue.json"], look)
+    assert len(set(seen)) == 3
+    assert all(512 <= s < 4096 for s in seen)
