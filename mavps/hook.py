@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from .config import Config
 from .errors import MavpsError
-from .models import QUEUE_FILE, WORKERS_FILE, Task, TaskStatus, Worker, load_tasks, load_workers
+from .models import QUEUE_FILE, WORKERS_FILE, Task, Worker, load_tasks, load_workers
 from .render import literal
 from .store import parse_json
 from .timeutil import after, iso, parse
@@ -344,17 +344,11 @@ class _Session:
         task waits for the next heartbeat or the next Stop (maybe never, if
         the waiting worker reaches its idle timeout first).
         """
-        from .queue import claimable
+        from .queue import as_reaped, claimable
 
         caps = set(self.caps) if self.caps else set(self.record.capabilities if self.record else [])
-        now = self.now() if self.server_now is not None else None
-        tasks = self.tasks
-        if now is not None:
-            tasks = [replace(t, status=TaskStatus.PENDING)
-                     if t.status is TaskStatus.IN_PROGRESS and t.attempts < t.max_attempts
-                     and (exp := parse(t.lease_expires_at)) is not None and exp <= now else t
-                     for t in tasks]
-        return bool(claimable(tasks, caps))
+        tasks = self.tasks if self.server_now is None else as_reaped(self.tasks, self.now())
+        return bool(claimable(tasks, caps, self.ws.queue.dependency_index(tasks)))
 
     def claim(self) -> Task | None:
         return self.ws.queue.claim(self.worker, self.caps or None)

@@ -6,10 +6,12 @@ version may have written are kept in `extra` and written back unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from datetime import datetime
 from enum import Enum
 from typing import Any
 
 from .errors import CorruptState
+from .timeutil import parse
 
 QUEUE_FILE = "task-queue.json"
 WORKERS_FILE = "worker-status.json"
@@ -101,6 +103,22 @@ class Task:
         task = cls(**values)
         task.extra = {k: v for k, v in raw.items() if k not in known}
         return task
+
+    def lease_expired(self, now: datetime) -> bool:
+        """True when this task is in progress and its lease ran out by `now`: the one definition.
+
+        A missing or unreadable lease time counts as run out; otherwise nothing
+        would ever return such a task (hand-edited, or written by another tool) to the queue.
+        """
+        if self.status is not TaskStatus.IN_PROGRESS:
+            return False
+        expires = parse(self.lease_expires_at)
+        return expires is None or expires <= now
+
+    def lease_left(self, now: datetime) -> float | None:
+        """Seconds of lease left (negative once run out); None when there is no readable lease."""
+        expires = parse(self.lease_expires_at)
+        return None if expires is None else (expires - now).total_seconds()
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

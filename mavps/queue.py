@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Iterable, Sequence
 
 from . import validate
-from .errors import CorruptState, Fenced, InvalidInput, NotFound, Refused
+from .errors import CorruptState, Fenced, InvalidInput, MavpsError, NotFound, Refused
 from .models import (ARCHIVE_FILE, FINISHED, META_FILE, QUEUE_FILE, WORKERS_FILE, Task, TaskStatus, Worker,
                      instruction_path, load_tasks, load_workers)
 from .store import Store, Txn, log_line
-from .timeutil import after, iso, parse, utcnow
+from .timeutil import after, iso, utcnow
 
 #: Finished tasks kept in task-queue.json; older ones move to the archive.
 KEEP_FINISHED = 200
@@ -35,6 +35,14 @@ class NextTask:
     tasks: list[Task]
     worker: Worker
     now: datetime
+
+
+@dataclass
+class Claimed:
+    """What `Queue.get_work` gave: the task, and whether the worker already held it."""
+
+    task: Task | None
+    already_held: bool = False
 
 
 @dataclass
@@ -82,15 +90,60 @@ class Queue:
 
     def ready(self, capabilities: Iterable[str] | None = None) -> list[Task]:
         """What is claimable now (by a worker with these capabilities, if given)."""
-        tasks = load_tasks(self._look(QUEUE_FILE))
         caps = None if capabilities is None else set(validate.capabilities(list(capabilities)))
-        now = utcnow()  # a look only: expired leases count as claimable, as the next claim will reap them
+        tasks = load_tasks(self._look(QUEUE_FILE))
+        return claimable(as_reaped(tasks, utcnow()), caps, self.dependency_index(tasks))
+
+    def waiting(self) -> list[tuple[Task, str]]:
+        """Pending tasks that cannot be claimed now, each with why (see `blocked_reason`).
+
+        Two round trips (the queue and the worker registry), two more when the
+        archive must be read (a pending task depends on an id the queue lacks).
+        """
+        raw = self.store.look([QUEUE_FILE, WORKERS_FILE])
+        tasks = load_tasks(_parsed(QUEUE_FILE, raw[QUEUE_FILE]))
+        caps = known_capabilities(load_workers(_parsed(WORKERS_FILE, raw[WORKERS_FILE])))
+        tasks = as_reaped(tasks, utcnow())
+        index = self.dependency_index(tasks)
+        out = []
         for t in tasks:
-            expires = parse(t.lease_expires_at)
-            if t.status is TaskStatus.IN_PROGRESS and expires is not None and expires <= now \
-                    and t.attempts < t.max_attempts:
-                back_to_pending(t)
-        return claimable(tasks, caps)
+            reason = blocked_reason(t, index, caps)
+            if reason is not None:
+                out.append((t, reason))
+        return out
+
+    def blocked_reason(self, task: Task) -> str | None:
+        """Why this task cannot be claimed now, or None (see `blocked_reason`)."""
+        if task.status is not TaskStatus.PENDING:
+            return None
+        return next((why for t, why in self.waiting() if t.id == task.id), None)
+
+    def dependency_index(self, tasks: list[Task]) -> dict[int, Task]:
+        """Tasks by id for judging dependencies: the queue's, plus archived tasks that pending
+        tasks depend on and the queue lacks (the archive is read only then; the queue always wins)."""
+        index = {t.id: t for t in tasks}
+        missing = missing_dependencies(tasks)
+        if missing:
+            for t in self._archived():
+                if t.id in missing:
+                    index[t.id] = t
+        return index
+
+    def read_instructions(self, task: Task) -> tuple[str, str | None]:
+        """The instruction text, and why it could not be read (None when it could).
+
+        A claim must never fail after it committed, so this never raises for the
+        workspace's contents (a link, a directory, an absolute path, a missing file).
+        """
+        if not task.instruction_file:
+            return "", None
+        from .files import read_file
+
+        try:
+            data = read_file(self.store.transport, task.instruction_file)
+        except (MavpsError, OSError) as exc:
+            return "", str(exc)
+        return data.decode("utf-8", "replace"), None
 
     def _look(self, path: str) -> Any:
         from .store import parse_json
@@ -99,6 +152,7 @@ class Queue:
         return None if data is None else parse_json(path, data)
 
     def _archived(self) -> list[Task]:
+        """Archived tasks (the last line of an id wins); callers let the queue win over them."""
         data = self.store.look([ARCHIVE_FILE])[ARCHIVE_FILE]
         return parse_archive(data)
 
@@ -186,6 +240,42 @@ class Queue:
 
         return self.store.transact([QUEUE_FILE, WORKERS_FILE], change)
 
+    def get_work(self, worker: str, capabilities: Sequence[str] | None = None, token: str | None = None) -> Claimed:
+        """What a worker asking for work should do: the task it already holds (oldest claimed
+        first, all its leases renewed), else a newly claimed one, else nothing.
+
+        Why: a claim whose answer was lost (Ctrl-C, a dropped connection, an
+        unreadable instruction file) must not strand the task it claimed; asking
+        again hands that task back instead of claiming another.
+        """
+        worker = validate.worker_id(worker)
+        caps = None if capabilities is None else validate.capabilities(list(capabilities))
+        token = token or secrets.token_hex(8)
+
+        def change(txn: Txn) -> Claimed:
+            tasks, workers = self._load(txn)
+            for t in tasks:
+                if t.claim_token == token and t.claimed_by == worker and t.status is TaskStatus.IN_PROGRESS:
+                    return Claimed(t)  # this claim already happened
+            w = ensure_worker(txn, workers, worker, caps)
+            held = held_by(tasks, worker)
+            reap(txn, tasks, spare={t.id for t in held})
+            if held:
+                for t in held:
+                    t.lease_expires_at = iso(after(txn.now, self.settings.lease_ttl))
+                w.last_heartbeat = txn.stamp
+                w.current_task = held[0].id
+                w.status, w.idle_since = "active", None
+                txn.log.append(event(txn, worker, "task_held", f"{worker} asked for work while holding task "
+                                     f"#{held[0].id}: handed it back, lease renewed", held[0]))
+                self._save(txn, tasks, workers)
+                return Claimed(held[0], already_held=True)
+            choice = self._take(txn, tasks, w, token)
+            self._save(txn, tasks, workers)
+            return Claimed(choice)
+
+        return self.store.transact([QUEUE_FILE, WORKERS_FILE], change)
+
     def heartbeat(self, worker: str) -> list[Task]:
         """Renew the leases of every task this worker holds; returns them."""
         return self.next_task(worker, claim=False).held
@@ -203,7 +293,7 @@ class Queue:
         def change(txn: Txn) -> NextTask:
             tasks, workers = self._load(txn)
             w = ensure_worker(txn, workers, worker, caps)
-            held = [t for t in tasks if t.status is TaskStatus.IN_PROGRESS and t.claimed_by == worker]
+            held = held_by(tasks, worker)
             reap(txn, tasks, spare={t.id for t in held})
             for t in held:
                 t.lease_expires_at = iso(after(txn.now, self.settings.lease_ttl))
@@ -220,7 +310,7 @@ class Queue:
 
     def _take(self, txn: Txn, tasks: list[Task], w: Worker, token: str) -> Task | None:
         """Give the best claimable task to worker `w` (inside a transaction)."""
-        choice = next(iter(claimable(tasks, set(w.capabilities))), None)
+        choice = next(iter(claimable(tasks, set(w.capabilities), self.dependency_index(tasks))), None)
         if choice is None:
             return None
         choice.status = TaskStatus.IN_PROGRESS
@@ -354,6 +444,12 @@ class Queue:
 
 
 # ----- pure logic, shared with the CLI and hooks ------------------------------
+def _parsed(path: str, data: bytes | None) -> Any:
+    from .store import parse_json
+
+    return None if data is None else parse_json(path, data)
+
+
 def event(txn: Txn, agent: str, name: str, message: str, task: Task | None, **fields: Any) -> dict[str, Any]:
     record: dict[str, Any] = {"timestamp": txn.stamp, "agent": agent, "message": message, "event": name}
     if task is not None:
@@ -405,10 +501,7 @@ def reap(txn: Txn, tasks: list[Task], spare: set[int] = frozenset()) -> list[Tas
     """Expired leases go back to pending, or to failed when out of attempts."""
     reaped = []
     for t in tasks:
-        if t.status is not TaskStatus.IN_PROGRESS or t.id in spare:
-            continue
-        expires = parse(t.lease_expires_at)
-        if expires is None or expires > txn.now:
+        if t.id in spare or not t.lease_expired(txn.now):
             continue
         holder = t.claimed_by
         if t.attempts >= t.max_attempts:
@@ -426,18 +519,138 @@ def reap(txn: Txn, tasks: list[Task], spare: set[int] = frozenset()) -> list[Tas
     return reaped
 
 
-def claimable(tasks: list[Task], caps: set[str] | None) -> list[Task]:
-    """Pending tasks whose dependencies are completed and requirements covered, best first."""
-    done = {t.id for t in tasks if t.status is TaskStatus.COMPLETED}
-    present = {t.id for t in tasks}
+def claimable(tasks: list[Task], caps: set[str] | None, index: dict[int, Task] | None = None) -> list[Task]:
+    """Pending tasks whose dependencies are completed and requirements covered, best first.
+
+    A dependency counts as done only when it is completed: in the queue, or in
+    `index` (from `Queue.dependency_index`, which adds archived tasks). One that
+    is nowhere to be found is not done.
+    """
+    index = {t.id: t for t in tasks} if index is None else index
     out = [
         t for t in tasks
         if t.status is TaskStatus.PENDING
-        and all(d in done or d not in present for d in t.depends_on)
+        and all(_completed(index.get(d)) for d in t.depends_on)
         and (caps is None or set(t.requires) <= caps)
     ]
     out.sort(key=lambda t: (-t.priority, t.id))
     return out
+
+
+def _completed(task: Task | None) -> bool:
+    return task is not None and task.status is TaskStatus.COMPLETED
+
+
+def as_reaped(tasks: list[Task], now: datetime) -> list[Task]:
+    """The tasks as the next change would see them: expired leases with attempts left back to pending.
+
+    For looks only (nothing is written): the next claim reaps them for real.
+    """
+    out = []
+    for t in tasks:
+        if t.lease_expired(now) and t.attempts < t.max_attempts:
+            t = replace(t, extra=dict(t.extra))
+            back_to_pending(t)
+        out.append(t)
+    return out
+
+
+def held_by(tasks: list[Task], worker: str) -> list[Task]:
+    """The tasks this worker holds, oldest claimed first (the queue says, not the worker's record)."""
+    held = [t for t in tasks if t.status is TaskStatus.IN_PROGRESS and t.claimed_by == worker]
+    held.sort(key=lambda t: (t.claimed_at or "", t.id))
+    return held
+
+
+def known_capabilities(workers: dict[str, Worker]) -> set[str]:
+    """Every capability some registered worker has."""
+    return {c for w in workers.values() for c in w.capabilities}
+
+
+def missing_dependencies(tasks: list[Task]) -> set[int]:
+    """Ids pending tasks depend on that the queue does not hold (archived, or never existed)."""
+    present = {t.id for t in tasks}
+    return {d for t in tasks if t.status is TaskStatus.PENDING for d in t.depends_on if d not in present}
+
+
+def blocked_reason(task: Task, tasks_by_id: dict[int, Task], caps_known: set[str] | None) -> str | None:
+    """Why a pending task is not claimable, or None (it is, or it is not pending).
+
+    "blocked: ..." when a dependency will never complete by itself (cancelled,
+    failed, missing, or blocked in turn); "needs capability ..." when no
+    registered worker has one it requires (`caps_known`: their capabilities,
+    None to skip this check); "waits for #N" while a dependency is still to
+    finish. `tasks_by_id` should come from `Queue.dependency_index`, or an id
+    only the archive holds reads as missing.
+    """
+    if task.status is not TaskStatus.PENDING:
+        return None
+    dead = dead_dependency(task, tasks_by_id)
+    if dead is not None:
+        return dead
+    if caps_known is not None:
+        lacking = [c for c in task.requires if c not in caps_known]
+        if lacking:
+            names = ", ".join(repr(c) for c in lacking)
+            return f"needs capability {names} that no registered worker has: register one (`mavps worker register W " \
+                   f"--capability ...`) or edit this task's requirements"
+    waits = [d for d in task.depends_on if not _completed(tasks_by_id.get(d))]
+    if waits:
+        return "waits for " + ", ".join(f"#{d}" for d in waits)
+    return None
+
+
+def is_stuck(reason: str | None) -> bool:
+    """A reason from `blocked_reason` that will not go away by itself (a person must act)."""
+    return reason is not None and not reason.startswith("waits for ")
+
+
+def dead_dependency(task: Task, tasks_by_id: dict[int, Task]) -> str | None:
+    """"blocked: ..." naming the first dependency (direct or through others) that will never complete."""
+    path: list[int] = [task.id]
+    seen: set[int] = set()
+
+    def walk(t: Task) -> str | None:
+        for d in t.depends_on:
+            dep = tasks_by_id.get(d)
+            via = f" (through {', '.join(f'#{i}' for i in path[1:])})" if len(path) > 1 else ""
+            fix = f"requeue #{d} or edit the dependencies"
+            if d in path:
+                circle = " -> ".join(f"#{i}" for i in [*path[path.index(d):], d])
+                return f"blocked: dependencies in a circle ({circle}): edit the dependencies"
+            if dep is None:
+                return f"blocked: depends on #{d}{via}, which does not exist: edit the dependencies"
+            if dep.status is TaskStatus.CANCELLED:
+                return f"blocked: depends on #{d}{via}, which was cancelled: {fix}"
+            if dep.status is TaskStatus.FAILED:
+                return f"blocked: depends on #{d}{via}, which failed for good: {fix}"
+            if dep.status is TaskStatus.PENDING and d not in seen:
+                seen.add(d)
+                path.append(d)
+                found = walk(dep)
+                path.pop()
+                if found is not None:
+                    return found
+        return None
+
+    return walk(task)
+
+
+def path_problem(tasks: list[Task]) -> str | None:
+    """What is wrong with a path some task points to (instruction or context file), or None.
+
+    `add` checks these; a hand edit must be held to the same rule, or a claim
+    would hand out a task whose instructions can never be read.
+    """
+    for t in tasks:
+        named = ([("instruction_file", t.instruction_file)] if t.instruction_file is not None else []) \
+            + [("context file", c) for c in t.context_files]
+        for what, path in named:
+            try:
+                validate.relative_path(path, what)
+            except InvalidInput as exc:
+                return f"task {t.id}: {exc}"
+    return None
 
 
 def dependency_cycle(tasks: list[Task]) -> list[int] | None:

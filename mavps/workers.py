@@ -1,13 +1,13 @@
 """The worker registry: register, heartbeat (via the queue), list, remove."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Sequence
 
 from . import validate
 from .errors import NotFound, Refused
-from .models import QUEUE_FILE, WORKERS_FILE, TaskStatus, Worker, load_tasks, load_workers
+from .models import QUEUE_FILE, WORKERS_FILE, Task, TaskStatus, Worker, load_tasks, load_workers
 from .store import Store, Txn, parse_json
 from .timeutil import parse, utcnow
 
@@ -17,13 +17,30 @@ WORKER_TIMEOUT = 900.0
 
 @dataclass
 class WorkerView:
-    """A worker as listed: its record plus `online`, derived from the last heartbeat."""
+    """A worker as listed: its record plus what is derived: `online` from the last heartbeat,
+    `held` (every task it holds, oldest claimed first) from the queue.
+
+    Why the queue: the record's `current_task` names only the latest claim, and
+    stays behind after a lease expires; the queue says what the worker holds.
+    """
 
     worker: Worker
     online: bool
+    held: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.worker.id, **self.worker.to_dict(), "online": self.online}
+        current = self.worker.current_task
+        if current not in self.held:
+            current = self.held[0] if self.held else None
+        return {"id": self.worker.id, **self.worker.to_dict(), "current_task": current,
+                "held_tasks": list(self.held), "online": self.online}
+
+
+def held_ids(tasks: list[Task], worker: str) -> list[int]:
+    """Ids of the tasks this worker holds, oldest claimed first."""
+    from .queue import held_by
+
+    return [t.id for t in held_by(tasks, worker)]
 
 
 def is_online(w: Worker, now: datetime, timeout: float = WORKER_TIMEOUT) -> bool:
@@ -38,10 +55,12 @@ class Workers:
         self.timeout = timeout
 
     def list(self) -> list[WorkerView]:
-        data = self.store.look([WORKERS_FILE])[WORKERS_FILE]
-        workers = load_workers(None if data is None else parse_json(WORKERS_FILE, data))
+        """Workers with the tasks each holds (the queue is read in the same two round trips)."""
+        raw = self.store.look([WORKERS_FILE, QUEUE_FILE])
+        workers = load_workers(None if raw[WORKERS_FILE] is None else parse_json(WORKERS_FILE, raw[WORKERS_FILE]))
+        tasks = load_tasks(None if raw[QUEUE_FILE] is None else parse_json(QUEUE_FILE, raw[QUEUE_FILE]))
         now = utcnow()
-        return [WorkerView(w, is_online(w, now, self.timeout)) for w in workers.values()]
+        return [WorkerView(w, is_online(w, now, self.timeout), held_ids(tasks, w.id)) for w in workers.values()]
 
     def get(self, worker: str) -> WorkerView:
         worker = validate.worker_id(worker)

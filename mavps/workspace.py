@@ -7,12 +7,12 @@ from .config import Config
 from .errors import MavpsError, NotFound, TransportError
 from .log import Log, parse_lines
 from .models import (META_FILE, QUEUE_FILE, TASKS_DIR, WORKERS_FILE, TaskStatus, load_tasks, load_workers)
-from .queue import Queue, QueueSettings, claimable
+from .queue import Queue, QueueSettings, blocked_reason, claimable, is_stuck, known_capabilities
 from .store import LOG_FILE, Settings, Store, Txn, parse_json
-from .timeutil import iso, parse, utcnow
+from .timeutil import iso, utcnow
 from .transport import Transport, open_transport
 from .transport.base import Batch, joined
-from .workers import Workers, is_online
+from .workers import Workers, held_ids, is_online
 
 STATE_FILES = (QUEUE_FILE, WORKERS_FILE, META_FILE)
 
@@ -137,20 +137,33 @@ class Workspace:
         running = []
         for t in tasks:
             if t.status is TaskStatus.IN_PROGRESS:
-                exp = parse(t.lease_expires_at)
+                left = t.lease_left(now)
                 running.append({"id": t.id, "description": t.description, "claimed_by": t.claimed_by,
                                 "claimed_at": t.claimed_at, "attempts": t.attempts,
-                                "lease_left": None if exp is None else round((exp - now).total_seconds())})
+                                "lease_left": None if left is None else round(left)})
+        index = self.queue.dependency_index(tasks)  # reads the archive only when a dependency is not in the queue
+        caps = known_capabilities(workers)
+        waiting = [(t, why) for t in tasks if (why := blocked_reason(t, index, caps)) is not None]
         return {
             "workspace": self.location,
             "time": iso(now),
             "counts": counts,
-            "ready": [t.id for t in claimable(tasks, None)],
+            "ready": [t.id for t in claimable(tasks, None, index)],
             "in_progress": running,
             "failed": [{"id": t.id, "description": t.description, "error": t.error}
                        for t in tasks if t.status is TaskStatus.FAILED],
-            "workers": [{"id": w.id, "status": w.status, "online": is_online(w, now, self.config.worker_timeout),
-                         "capabilities": w.capabilities, "current_task": w.current_task,
-                         "last_heartbeat": w.last_heartbeat} for w in workers.values()],
+            # pending tasks that will not run until someone acts, with why (see queue.blocked_reason)
+            "blocked": [{"id": t.id, "description": t.description, "reason": why}
+                        for t, why in waiting if is_stuck(why)],
+            "waiting": [{"id": t.id, "reason": why} for t, why in waiting if not is_stuck(why)],
+            "workers": [self._worker_row(w, tasks, now) for w in workers.values()],
             "recent": recent,
         }
+
+    def _worker_row(self, w: Any, tasks: list[Any], now: Any) -> dict[str, Any]:
+        """A worker on the board: what it holds comes from the queue (all of it), not its record."""
+        held = held_ids(tasks, w.id)
+        return {"id": w.id, "status": w.status, "online": is_online(w, now, self.config.worker_timeout),
+                "capabilities": w.capabilities,
+                "current_task": w.current_task if w.current_task in held else (held[0] if held else None),
+                "held_tasks": held, "last_heartbeat": w.last_heartbeat}
