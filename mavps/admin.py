@@ -78,11 +78,15 @@ def validate_state(name: str, data: bytes) -> Any:
         if name == "task-queue.json":
             if not isinstance(value, list):
                 raise ValueError("must be a JSON array of tasks")
-            from .queue import dependency_cycle
+            from .queue import dependency_cycle, path_problem
 
-            cycle = dependency_cycle(load_tasks(value))
+            tasks = load_tasks(value)
+            cycle = dependency_cycle(tasks)
             if cycle:
                 raise ValueError(f"tasks depend on each other in a circle: {' -> '.join(map(str, cycle))}")
+            bad_path = path_problem(tasks)
+            if bad_path:
+                raise ValueError(bad_path)
         elif name == "worker-status.json":
             load_workers(value)
         else:
@@ -230,10 +234,11 @@ def run_checks(flags: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _check_workspace(ws: Any, add: Callable[..., None]) -> None:
-    from .models import QUEUE_FILE, TASKS_DIR, TaskStatus, load_tasks, load_workers
+    from .models import QUEUE_FILE, TASKS_DIR, WORKERS_FILE, load_tasks, load_workers
     from .store import LOG_FILE
-    from .timeutil import parse, utcnow
+    from .timeutil import utcnow
     from .transport.base import Batch
+    from .workers import is_online
     from .workspace import STATE_FILES
 
     tr = ws.transport
@@ -249,6 +254,7 @@ def _check_workspace(ws: Any, add: Callable[..., None]) -> None:
         "run `mavps init` (it keeps existing files)")
     raw = ws.store.look([p for p in STATE_FILES if p not in missing])
     tasks = []
+    workers = None
     bad = []
     for name, data in raw.items():
         if data is None:
@@ -258,7 +264,7 @@ def _check_workspace(ws: Any, add: Callable[..., None]) -> None:
             if name == QUEUE_FILE:
                 tasks = load_tasks(value)
             elif name == "worker-status.json":
-                load_workers(value)
+                workers = load_workers(value)
         except ValueError as exc:
             bad.append(f"{name}: {exc}")
     add("state files", not bad, "valid JSON, valid records" if not bad else "; ".join(bad),
@@ -275,15 +281,29 @@ def _check_workspace(ws: Any, add: Callable[..., None]) -> None:
     add("lock leftovers", not old, "none" if not old else f"{len(old)} old lock director(ies): {', '.join(old)}",
         "run `mavps unlock` to remove them")
     now = utcnow()
-    expired = [t.id for t in tasks if t.status is TaskStatus.IN_PROGRESS
-               and (parse(t.lease_expires_at) is None or parse(t.lease_expires_at) <= now)]
+    expired = [t.id for t in tasks if t.lease_expired(now)]
     add("leases", not expired, "no expired leases" if not expired else
         f"expired leases on task(s) {', '.join(f'#{i}' for i in expired)}",
         "run `mavps reap` (any claim or heartbeat also returns them to the queue)")
-    try:
-        views = ws.workers.list()
-    except MavpsError as exc:
-        add("workers", False, str(exc), "fix worker-status.json first (see above)")
+    _check_blocked(ws, tasks, workers, add)
+    if workers is None and WORKERS_FILE not in missing:
+        add("workers", False, "worker-status.json cannot be read", "fix worker-status.json first (see above)")
         return
-    online = sum(1 for v in views if v.online)
-    add("workers", True, f"{online} online, {len(views) - online} offline")
+    online = sum(1 for w in (workers or {}).values() if is_online(w, now, ws.config.worker_timeout))
+    add("workers", True, f"{online} online, {len(workers or {}) - online} offline")
+
+
+def _check_blocked(ws: Any, tasks: list, workers: dict | None, add: Callable[..., None]) -> None:
+    """Pending tasks that will not run until someone acts: a warning (listed, not a failure)."""
+    from .queue import blocked_reason, is_stuck, known_capabilities
+
+    try:
+        index = ws.queue.dependency_index(tasks)
+    except MavpsError as exc:
+        add("blocked tasks", False, f"cannot read the archive: {exc}", "check task-archive.jsonl")
+        return
+    caps = None if workers is None else known_capabilities(workers)
+    stuck = [(t.id, why) for t in tasks if is_stuck(why := blocked_reason(t, index, caps))]
+    add("blocked tasks", True, "none" if not stuck else
+        f"warning: {len(stuck)} pending task(s) will not run until someone acts: "
+        + "; ".join(f"#{tid} {why}" for tid, why in stuck))

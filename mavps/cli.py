@@ -342,7 +342,15 @@ def task_show(task_id: str) -> None:
     """Show a task and its instructions."""
     ws = state().workspace()
     t = ws.queue.get(task_id)
-    emit(task_out(t, ws.queue.instructions(t)), lambda d: _render().task_detail(d))
+    text, problem = ws.queue.read_instructions(t)
+    data = {**task_out(t, text), "instructions_error": problem, "blocked_reason": ws.queue.blocked_reason(t)}
+
+    def human(d: dict) -> None:
+        _render().task_detail(d)
+        for key, label in (("instructions_error", "the instructions could not be read"), ("blocked_reason", "why")):
+            if d[key]:
+                click.echo(f"{label}: {_render().literal(d[key])}")
+    emit(data, human)
 
 
 @task.command("cancel", epilog="Example: mavps task cancel 7")
@@ -361,14 +369,31 @@ def task_requeue(task_id: str) -> None:
     emit(task_out(state().workspace().queue.requeue(task_id)), _one_task("Requeued"))
 
 
-@cli.command(epilog="Example: mavps ready --capability backend --json")
+@cli.command(epilog="Examples: mavps ready --capability backend --json        mavps ready --blocked --json")
 @click.option("--capability", "capabilities", multiple=True, metavar="CAP",
               help="Only what a worker with these capabilities could claim (repeatable).")
+@click.option("--blocked", is_flag=True, help="Instead: the pending tasks that cannot be claimed now, each with "
+              "why (blocked_reason).")
 @common
-def ready(capabilities: tuple[str, ...]) -> None:
-    """What is claimable now."""
-    tasks = state().workspace().queue.ready(list(capabilities) if capabilities else None)
-    emit([task_out(t) for t in tasks], lambda rows: _render().tasks(rows, empty="nothing is claimable now"))
+def ready(capabilities: tuple[str, ...], blocked: bool) -> None:
+    """What is claimable now, then why the other pending tasks wait."""
+    q = state().workspace().queue
+
+    def waiting() -> list[dict]:
+        return [{**task_out(t), "blocked_reason": why} for t, why in q.waiting()]
+
+    def human(rows: list[dict], empty: str, why: list[dict]) -> None:
+        from .queue import is_stuck
+
+        _render().tasks(rows, empty=empty)
+        for r in sorted(why, key=lambda r: (not is_stuck(r["blocked_reason"]), r["id"])):
+            click.echo(f"#{r['id']} {_render().literal(r['blocked_reason'])}")
+
+    if blocked:
+        emit(waiting(), lambda rows: human(rows, "no pending task waits", rows))
+        return
+    tasks = q.ready(list(capabilities) if capabilities else None)
+    emit([task_out(t) for t in tasks], lambda rows: human(rows, "nothing is claimable now", waiting()))
 
 
 @cli.command(epilog="Example: mavps claim --worker worker-1 --capability backend   "
@@ -387,26 +412,35 @@ def claim(worker: str | None, capabilities: tuple[str, ...]) -> None:
     wid = worker_id(cfg, worker, "claim")
     caps = list(capabilities) if capabilities else (list(cfg.capabilities) if cfg.capabilities else None)
     ws = st.workspace(agent=wid)
-    t = ws.queue.claim(wid, caps)
+    got = ws.queue.get_work(wid, caps)  # a task it already holds comes back first: a lost answer strands nothing
+    t = got.task
     if t is None:
         if st.json:
             click.echo("null")
         else:
             click.echo(f"nothing claimable for {wid} right now (see `mavps ready`)", err=True)
         raise click.exceptions.Exit(EXIT_NOTHING)
-    data = task_out(t, ws.queue.instructions(t))
+    text, problem = ws.queue.read_instructions(t)  # the claim is made: it is reported even if this fails
+    data = {**task_out(t, text), "already_held": got.already_held, "instructions_error": problem}
 
     def human(d: dict) -> None:
         lit = _render().literal  # the task was written by another agent
         flags = st.given_flags()
         q = shlex.quote
+        if d["already_held"]:
+            click.secho(f"You already hold task #{d['id']}: here it is again (lease renewed). Finish, fail or "
+                        "release it before you claim another.", bold=True)
         click.secho(f"Claimed task #{d['id']}: {lit(d['description'])}", bold=True)
         click.echo(f"attempt {d['attempts']} of {d['max_attempts']}; lease until {lit(d['lease_expires_at'])} "
                    f"(renew with `mavps{flags} worker heartbeat {q(wid)}`)")
         if d.get("context_files"):
             click.echo("context files: " + ", ".join(map(lit, d["context_files"])))
         click.echo(f"\n--- instructions ({lit(d.get('instruction_file'))}) ---")
-        click.echo(lit(d.get("instructions") or "(none)", multiline=True).rstrip("\n"))
+        if d["instructions_error"]:
+            click.echo(f"(the instructions could not be read: {lit(d['instructions_error'])}; the task is "
+                       "still yours: ask the coordinator, or give it back with the command below)")
+        else:
+            click.echo(lit(d.get("instructions") or "(none)", multiline=True).rstrip("\n"))
         click.echo("--- end of instructions ---\n")
         click.echo("When done:    " + f"mavps{flags} complete {d['id']} --worker {q(wid)} --result 'what you did'")
         click.echo("If it fails:  " + f"mavps{flags} fail {d['id']} --worker {q(wid)} --error 'what went wrong'")
@@ -499,7 +533,14 @@ def worker_heartbeat(worker_name: str) -> None:
 def worker_list() -> None:
     """List workers, online or not."""
     views = state().workspace().workers.list()
-    emit([v.to_dict() for v in views], lambda rows: _render().workers(rows))
+
+    def human(rows: list[dict]) -> None:
+        _render().workers(rows)
+        for r in rows:  # the table shows one task per worker; a worker may hold more (from the queue)
+            if len(r["held_tasks"]) > 1:
+                click.echo(f"{_render().literal(r['id'])} holds {len(r['held_tasks'])} tasks: "
+                           + ", ".join(f"#{i}" for i in r["held_tasks"]))
+    emit([v.to_dict() for v in views], human)
 
 
 @worker.command("remove", epilog="Example: mavps worker remove worker-1 --force")
