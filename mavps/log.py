@@ -8,7 +8,6 @@ from . import validate
 from .errors import InvalidInput
 from .store import LOG_FILE, MAX_LOG_LINE, Store, log_line
 from .timeutil import iso, utcnow
-from .transport.base import Batch, joined
 
 #: How much of the end of the log one look reads.
 TAIL_WINDOW = 256 * 1024
@@ -72,44 +71,22 @@ class Log:
 
     def read_from_end(self, n: int, agent: str | None = None, event: str | None = None,
                       task: int | None = None) -> tuple[list[dict[str, Any]], int]:
-        tr = self.store.transport
         window = TAIL_WINDOW
         while True:
-            b = Batch()
-            st = b.stat(LOG_FILE)
-            h = b.open(LOG_FILE, "r")
-            tr.run(b)
-            if not h.ok:
+            part = self.store.look_parts({LOG_FILE: lambda size: max(0, size - window)})[LOG_FILE]
+            if part is None:
                 return [], 0
-            size = st.value.size
-            start = max(0, size - window)
-            b = Batch()
-            reads = [b.read(h.value, off, 32 * 1024) for off in range(start, size, 32 * 1024)]
-            b.close(h.value)
-            tr.run(b)
-            data, _ = joined(reads) if reads else (b"", True)
-            recs = [r for r in parse_lines(data[: size - start], start > 0) if matches(r, agent, event, task)]
+            data, start, size = part
+            recs = [r for r in parse_lines(data, start > 0) if matches(r, agent, event, task)]
             if len(recs) >= n or start == 0:
                 return recs[-n:] if n else [], size
             window *= 4
 
     def since(self, offset: int) -> tuple[list[dict[str, Any]], int]:
         """Records appended after byte `offset` (for `log --follow`)."""
-        tr = self.store.transport
-        b = Batch()
-        st = b.stat(LOG_FILE)
-        h = b.open(LOG_FILE, "r")
-        tr.run(b)
-        if not h.ok:
+        part = self.store.look_parts({LOG_FILE: lambda size: offset if size >= offset else 0})[LOG_FILE]
+        if part is None:
             return [], offset
-        size = st.value.size
-        if size < offset:  # truncated or replaced: start over
-            offset = 0
-        b = Batch()
-        reads = [b.read(h.value, off, 32 * 1024) for off in range(offset, size, 32 * 1024)]
-        b.close(h.value)
-        tr.run(b)
-        data, _ = joined(reads) if reads else (b"", True)
-        data = data[: size - offset]
+        data, offset, _size = part  # a log shorter than offset was truncated or replaced: read from the start
         end = data.rfind(b"\n") + 1  # leave a line still being written for next time
         return parse_lines(data[:end], False), offset + end

@@ -149,6 +149,10 @@ class Store:
         """Read whole files without the lock: two round trips, never a partial file, never through a link."""
         return self.transport.read_files(list(paths))
 
+    def look_parts(self, starts: dict[str, Callable[[int], int]]) -> dict[str, tuple[bytes, int, int] | None]:
+        """Files read without the lock from offset start(size) (e.g. a log's tail): (bytes, offset, size) each."""
+        return self.transport.read_parts(starts)
+
     def append(self, path: str, data: bytes) -> None:
         """Append whole records to an existing log file (O_APPEND writes of at most 32 KiB: lines stay whole).
 

@@ -184,6 +184,10 @@ class Batch:
         return [self.read(handle, off, CHUNK) for off in range(0, size + CHUNK, CHUNK)]
 
 
+def _whole(size: int) -> int:
+    return 0
+
+
 def regular_file(path: str, lst: Reply, handle: Reply | None = None) -> Stat | None:
     """The lstat of `path` if it is a regular file, None if it does not exist; anything else is refused.
 
@@ -263,65 +267,55 @@ class Transport:
         raise NotImplementedError
 
     def read_files(self, paths: list[str]) -> dict[str, bytes | None]:
-        """Whole regular files, None for missing ones: two round trips for any number.
+        """Whole regular files, None for missing ones: two round trips for any number."""
+        got = self.read_parts({p: _whole for p in paths})
+        return {p: None if part is None else part[0] for p, part in got.items()}
+
+    def read_from(self, path: str, start: Callable[[int], int]) -> tuple[bytes, int] | None:
+        """Bytes of a regular file from offset `start(size)` to its size, and the size; None when missing."""
+        part = self.read_parts({path: start})[path]
+        return None if part is None else (part[0], part[2])
+
+    def read_parts(self, starts: dict[str, Callable[[int], int]]) -> dict[str, tuple[bytes, int, int] | None]:
+        """For each regular file, (its bytes from offset start(size) to size, that offset, size); None when
+        missing. Two round trips for any number of files.
 
         Never through a link: each path is lstat'ed before it is opened, and
         the open handle's fstat must match an lstat of the path taken right
         after it (a file replaced by a commit in between is simply read again).
         """
-        out: dict[str, bytes | None] = {}
-        todo = list(paths)
+        out: dict[str, tuple[bytes, int, int] | None] = {}
+        todo = list(starts)
         for _attempt in range(5):
             first = Batch()
             asked = {p: (first.lstat(p), first.open(p, "r")) for p in todo}
             self.run(first)
             second = Batch()
-            reads: dict[str, tuple[Reply, Reply, list[Reply]]] = {}
+            reads: dict[str, tuple[int, int, Reply, Reply, list[Reply]]] = {}
             try:
                 for path, (lst, handle) in asked.items():
                     if regular_file(path, lst, handle) is None:
                         out[path] = None
                         continue
-                    reads[path] = (second.fstat(handle.value), second.lstat(path),
-                                   second.read_span(handle.value, lst.value.size))
+                    size = lst.value.size
+                    begin = min(max(0, starts[path](size)), size)
+                    reads[path] = (begin, size, second.fstat(handle.value), second.lstat(path),
+                                   [second.read(handle.value, off, CHUNK) for off in range(begin, size + CHUNK, CHUNK)])
             finally:
                 for _lst, handle in asked.values():
                     if handle.ok:
                         second.close(handle.value)
                 self.run(second)
             todo = []
-            for path, (fst, lst2, replies) in reads.items():
+            for path, (begin, size, fst, lst2, replies) in reads.items():
                 data, complete = joined(replies)
                 if complete and fst.ok and lst2.ok and same_file(fst.value, lst2.value):
-                    out[path] = data
+                    out[path] = (data[: size - begin] if begin else data, begin, size)
                 else:  # grew past what lstat said, or replaced meanwhile: read it again
                     todo.append(path)
             if not todo:
                 return out
         raise unsafe_or_busy(todo[0])
-
-    def read_from(self, path: str, start: Callable[[int], int]) -> tuple[bytes, int] | None:
-        """Bytes of a regular file from offset `start(size)` to its size; None when missing. Two round trips."""
-        for _attempt in range(5):
-            first = Batch()
-            lst, handle = first.lstat(path), first.open(path, "r")
-            self.run(first)
-            second = Batch()
-            try:
-                if regular_file(path, lst, handle) is None:
-                    return None
-                size = lst.value.size
-                begin = min(max(0, start(size)), size)
-                fst, lst2 = second.fstat(handle.value), second.lstat(path)
-                reads = [second.read(handle.value, off, CHUNK) for off in range(begin, size, CHUNK)]
-            finally:
-                if handle.ok:
-                    second.close(handle.value)
-                self.run(second)
-            if fst.ok and lst2.ok and same_file(fst.value, lst2.value):
-                data, _ = joined(reads) if reads else (b"", True)
-                return data[: size - begin], size
-        raise unsafe_or_busy(path)
 
     def confirm_opened(self, path: str, handle: Any, fst: Reply, lst: Reply, tries: int = 3) -> None:
         """Check an open handle is the file its path names (fstat and lstat sent together); ask again a few
