@@ -150,6 +150,27 @@ def leftovers(tr: Any, older_than: float) -> list[str]:
     return sorted(n for n, st in stats.items() if st.ok and st.value.is_dir and now - st.value.mtime > older_than)
 
 
+def temp_leftovers(tr: Any, older_than: float | None = None) -> tuple[list[str], bool]:
+    """Temp files (`.NAME.<hex>.tmp`) of puts that died, anywhere in the tree, older than this by the server's
+    clock; and whether the whole tree was searched (see files.MAX_WALK)."""
+    from .files import TEMP_AGE, temp_files
+
+    now = _server_now(tr)
+    if now is None:
+        return [], True
+    return temp_files(tr, now, TEMP_AGE if older_than is None else older_than)
+
+
+def cleanup_temp_files(tr: Any, older_than: float | None = None) -> list[str]:
+    """Remove what `temp_leftovers` finds (each checked again: still an old regular file, no link on the way)."""
+    from .files import TEMP_AGE, remove_temp_files
+
+    age = TEMP_AGE if older_than is None else older_than
+    found, _complete = temp_leftovers(tr, age)
+    now = _server_now(tr) if found else None
+    return remove_temp_files(tr, found, now, age) if now is not None else []
+
+
 def cleanup_leftovers(tr: Any, older_than: float) -> list[str]:
     from .transport.base import Batch
 
@@ -280,6 +301,12 @@ def _check_workspace(ws: Any, add: Callable[..., None]) -> None:
     old = leftovers(tr, max(LEFTOVER_AGE, ws.config.lock_timeout))
     add("lock leftovers", not old, "none" if not old else f"{len(old)} old lock director(ies): {', '.join(old)}",
         "run `mavps unlock` to remove them")
+    temps, complete = temp_leftovers(tr)
+    shown = ", ".join(p if p.isprintable() else repr(p) for p in temps[:10]) + (", ..." if len(temps) > 10 else "")
+    add("temp files", not temps, ("none" if not temps else f"{len(temps)} temp file(s) of interrupted puts, "
+                                  f"over an hour old: {shown}") + ("" if complete else " (only part of the tree "
+                                                                   "was searched: it is large)"),
+        "run `mavps cleanup` to remove them")
     now = utcnow()
     expired = [t.id for t in tasks if t.lease_expired(now)]
     add("leases", not expired, "no expired leases" if not expired else

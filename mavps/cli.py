@@ -607,13 +607,16 @@ def log_cmd(message: str | None, agent: str | None, tail: int | None, task_id: i
 @click.argument("path")
 @common
 def cat(path: str) -> None:
-    """Print a file of the workspace (a task's context file, say), for agents not on the VPS."""
-    data = state().workspace().read_file(path)
+    """Print a file of the workspace (a task's context file, say), for agents not on the VPS.
+
+    Streamed in chunks, so any size works (--json holds it in memory: 64 MiB at most)."""
     if state().json:
+        data = state().workspace().read_file(path)
         emit({"path": path, "size": len(data), "content": data.decode("utf-8", "replace")}, lambda d: None)
         return
-    sys.stdout.buffer.write(data)
-    sys.stdout.flush()
+    out = sys.stdout.buffer
+    state().workspace().stream_file(path, out.write)
+    out.flush()
 
 
 @cli.command("put", epilog="Examples: mavps put src/models/user.py --from user.py\n\n"
@@ -623,9 +626,10 @@ def cat(path: str) -> None:
               help="Local file to upload ('-': standard input).")
 @common
 def put(path: str, source: Any) -> None:
-    """Write a file into the workspace atomically (parents are created; state files refused)."""
-    data = source.read()
-    size = state().workspace().write_file(path, data)
+    """Write a file into the workspace atomically (parents are created; state files refused).
+
+    Streamed in chunks; 64 MiB at most. An interrupted or failed put leaves the old file as it was."""
+    size = state().workspace().write_file(path, source)
     emit({"path": path, "size": size}, lambda d: click.echo(f"wrote {d['path']} ({d['size']} bytes)"))
 
 
@@ -737,6 +741,26 @@ def _unlock_human(info: dict) -> None:
     if info["leftovers_removed"]:
         click.echo(f"removed {len(info['leftovers_removed'])} leftover lock director(ies): "
                    + ", ".join(map(_render().literal, info["leftovers_removed"])))
+
+
+@cli.command(epilog="Examples: mavps cleanup        mavps cleanup --older-than 600 --json")
+@click.option("--older-than", type=click.FloatRange(60), default=3600, show_default=True, metavar="SECONDS",
+              help="Remove temp files older than this (server clock).")
+@common
+def cleanup(older_than: float) -> None:
+    """Remove what crashed or interrupted commands left: temp files of puts (`.NAME.<hex>.tmp`, anywhere in
+    the workspace) and old lock directories. `mavps doctor` lists them."""
+    ws = state().workspace()
+    from .admin import LEFTOVER_AGE, cleanup_leftovers, cleanup_temp_files
+
+    res = {"temp_files_removed": cleanup_temp_files(ws.transport, older_than),
+           "lock_leftovers_removed": cleanup_leftovers(ws.transport, max(LEFTOVER_AGE, ws.config.lock_timeout))}
+
+    def human(r: dict) -> None:
+        gone = r["temp_files_removed"] + r["lock_leftovers_removed"]
+        shown = ", ".join(p if p.isprintable() else repr(p) for p in gone)
+        click.echo(f"removed {len(gone)}: {shown}" if gone else "nothing to remove")
+    emit(res, human)
 
 
 @cli.command(epilog="Example: mavps doctor --workspace sftp://myvps/srv/ws")

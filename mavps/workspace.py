@@ -93,14 +93,20 @@ class Workspace:
         created = self.store.transact(list(STATE_FILES), change)
         return {"workspace": self.location, "created": created, "root": local_root}
 
-    def read_file(self, path: str) -> bytes:
-        """A project file in the workspace (e.g. a task's context file)."""
-        from .files import read_file
+    def read_file(self, path: str, max_size: int | None = None) -> bytes:
+        """A project file in the workspace (e.g. a task's context file); larger than max_size is refused."""
+        from .files import MAX_FILE, read_file
 
-        return read_file(self.transport, path)
+        return read_file(self.transport, path, MAX_FILE if max_size is None else max_size)
 
-    def write_file(self, path: str, data: bytes) -> int:
-        """Create or replace a project file in the workspace, atomically."""
+    def stream_file(self, path: str, write: Any) -> int:
+        """Send a project file of any size to `write(chunk)`, in bounded memory; its size."""
+        from .files import stream_file
+
+        return stream_file(self.transport, path, write)
+
+    def write_file(self, path: str, data: Any) -> int:
+        """Create or replace a project file in the workspace atomically, from bytes or a binary stream."""
         from .files import write_file
 
         return write_file(self.transport, path, data)
