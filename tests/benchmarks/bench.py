@@ -33,7 +33,9 @@ for p in (str(ROOT), str(ROOT / "tests"), str(Path(__file__).resolve().parent)):
         sys.path.insert(0, p)
 
 #: Round-trip waits each operation may take (the CI check, tests/test_bench_quick.py).
-BUDGET = {"claim": 4, "complete": 4, "add": 4, "heartbeat": 4, "log append": 2, "status (board)": 2,
+# A lock-free log append costs 3 over SFTP: sftp-server follows a symlink on open, so the opened handle is
+# checked (fstat against lstat) before anything is written to it (knowledge/04, "Never through a link").
+BUDGET = {"claim": 4, "complete": 4, "add": 4, "heartbeat": 4, "log append": 3, "status (board)": 2,
           "ready": 2, "hook decision": 2, "Stop hook, whole (work ready, connected)": 6}
 
 
