@@ -118,12 +118,15 @@ def lock_info(tr: Any, default_ttl: float) -> dict[str, Any]:
     from . import lock as lk
     from .transport.base import Batch
 
-    record, owner_st = lk.read_owner(tr)
     b = Batch()
-    lock_st = b.stat(lk.LOCK)
+    lock_st = b.lstat(lk.LOCK)
     tr.run(b)
     if not lock_st.ok:
         return {"held": False, "holder": None, "held_for": None, "ttl": default_ttl, "stale": False}
+    if lock_st.value.is_link or not lock_st.value.is_dir:  # planted: never followed; `unlock --force` removes it
+        return {"held": True, "holder": None, "held_for": None, "ttl": default_ttl, "stale": True,
+                "planted": lock_st.value.kind(), "identity": ("planted", lock_st.value.kind())}
+    record, owner_st = lk.read_owner(tr)
     now = _server_now(tr)
     ref = owner_st or lock_st.value
     held_for = None if now is None else round(max(0.0, now - ref.mtime), 1)
@@ -172,32 +175,37 @@ def cleanup_temp_files(tr: Any, older_than: float | None = None) -> list[str]:
 
 
 def cleanup_leftovers(tr: Any, older_than: float) -> list[str]:
+    from . import lock as lk
     from .transport.base import Batch
 
     removed = []
     for name in leftovers(tr, older_than):
-        try:
-            inside = tr.listdir(name)
-        except FileNotFoundError:
-            continue
+        lk.sweep(tr, name)  # only the names mavps makes; a link is removed as a link, never listed through
         b = Batch()
-        for n in inside:  # files, or the `now` probe directory a crash may leave
-            b.remove(f"{name}/{n}")
-            b.rmdir(f"{name}/{n}")
-        gone = b.rmdir(name)
+        gone = b.lstat(name)
         tr.run(b)
-        if gone.ok:
+        if not gone.ok:
             removed.append(name)
     return removed
 
 
 def break_held(ws: Any, info: dict[str, Any]) -> str:
-    """Break the lock described by `lock_info` (not a newer one); log it. 'broken', 'gone' or 'restored'."""
+    """Break the lock described by `lock_info` (not a newer one); log it. 'broken', 'gone' or 'changed'.
+
+    A planted link or file at the lock's name is removed as itself, never followed.
+    """
     from . import lock as lk
 
     holder = info.get("holder") or {}
-    unfinished: list[str] = []
-    result = lk.break_lock(ws.transport, info["identity"], holder.get("token"), lk.new_token(), unfinished)
+    now = lock_info(ws.transport, info.get("ttl") or 10.0)
+    if not now["held"]:
+        return "gone"
+    if now.get("identity") != info.get("identity"):
+        return "changed"  # a newer holder: show it again rather than break it blind
+    took, unfinished = lk.break_lock(ws.transport, lk.new_token())
+    result = "broken" if took else "gone"
+    if info.get("planted"):
+        return result
     if result == "broken":
         for txn in unfinished:  # the holder's log records for a commit it never finished
             ws.log.append("the broken lock held this transaction's unfinished commit: records with this "

@@ -727,6 +727,13 @@ def _holder(info: dict) -> str:
 def _unlock_human(info: dict) -> None:
     if not info["held"]:
         click.echo("the workspace lock is free")
+    elif info.get("planted"):
+        if info.get("broken"):
+            click.echo(f".mavps.lock was a {info['planted']}, not a lock mavps made: removed it (as itself, "
+                       "never following it)")
+        else:
+            click.echo(f".mavps.lock is a {info['planted']}, not a lock mavps made (another account may have "
+                       "planted it): `mavps unlock --force` removes it as itself, never following it")
     else:
         age = info.get("held_for")
         held = f" for {age:.0f}s (server clock)" if age is not None else ""

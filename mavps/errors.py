@@ -49,13 +49,13 @@ class UnsafePath(MavpsError, PermissionError):
     file or the lock should be may have been planted to lead mavps outside.
     """
 
-    def __init__(self, path: str, found: str, expected: str) -> None:
+    def __init__(self, path: str, found: str, expected: str, fix: str | None = None) -> None:
         self.path = path
         self.found = found
         super().__init__(
             f"{path} is a {found} where mavps expects {expected}; mavps never follows links or replaces "
-            f"unexpected files in the workspace (another account may have planted it). Look at it "
-            f"(`ls -la`), then move it out of the way by hand"
+            f"unexpected files in the workspace (another account may have planted it). "
+            + (fix or "Look at it (`ls -la`), then move it out of the way by hand")
         )
 
 

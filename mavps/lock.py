@@ -123,7 +123,8 @@ def identity_of(lock_stat: Stat | None, owner_stat: Stat | None) -> tuple[Any, .
 def check_lock_stat(st: Stat | None, path: str = LOCK) -> None:
     """A lock must be a real directory: a planted symlink or file is refused, never followed or removed."""
     if st is not None and (st.is_link or not st.is_dir):
-        raise UnsafePath(path, st.kind(), "a directory (the workspace lock)")
+        raise UnsafePath(path, st.kind(), "a directory (the workspace lock)",
+                         "Look at it (`ls -la`); `mavps unlock --force` removes it as itself, never following it")
 
 
 @dataclass

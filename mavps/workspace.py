@@ -4,17 +4,25 @@ from __future__ import annotations
 from typing import Any
 
 from .config import Config
-from .errors import MavpsError, NotFound, TransportError
+from .errors import MavpsError, NotFound, TransportError, UnsafePath
 from .log import Log, parse_lines
 from .models import (META_FILE, QUEUE_FILE, TASKS_DIR, WORKERS_FILE, TaskStatus, load_tasks, load_workers)
 from .queue import Queue, QueueSettings, blocked_reason, claimable, is_stuck, known_capabilities
 from .store import LOG_FILE, Settings, Store, Txn, parse_json
 from .timeutil import iso, utcnow
 from .transport import Transport, open_transport
-from .transport.base import Batch, joined
+from .transport.base import Batch
 from .workers import Workers, held_ids, is_online
 
 STATE_FILES = (QUEUE_FILE, WORKERS_FILE, META_FILE)
+
+
+#: How much of the end of the log the board reads.
+BOARD_LOG_WINDOW = 64 * 1024
+
+
+def _whole(size: int) -> int:
+    return 0
 
 
 class Workspace:
@@ -65,17 +73,24 @@ class Workspace:
         b = Batch()
         made_root = b.mkdir("")
         b.mkdir(TASKS_DIR)
-        log = b.open(LOG_FILE, "a")
+        tasks_st = b.lstat(TASKS_DIR)
+        log_st = b.lstat(LOG_FILE)
+        log = b.open(LOG_FILE, "x")  # O_EXCL: never creates anything through a planted link
         self.transport.run(b)
         if not made_root.ok and not isinstance(made_root.error, (FileExistsError, OSError)):
             raise TransportError(f"cannot create {self.location}: {made_root.error}")
-        if not log.ok:
+        if log.ok:
+            b = Batch()
+            b.close(log.value)
+            self.transport.run(b)
+        elif not log_st.ok:
             if isinstance(log.error, FileNotFoundError):
                 raise NotFound(f"cannot create {self.location}: its parent directory does not exist")
             raise TransportError(f"cannot write in {self.location}: {log.error}")
-        b = Batch()
-        b.close(log.value)
-        self.transport.run(b)
+        elif not log_st.value.is_file:
+            raise UnsafePath(LOG_FILE, log_st.value.kind(), "a regular file (the comms log)")
+        if tasks_st.ok and (tasks_st.value.is_link or not tasks_st.value.is_dir):
+            raise UnsafePath(TASKS_DIR, tasks_st.value.kind(), "a directory (task instructions)")
 
         def change(txn: Txn) -> list[str]:
             created = []
@@ -113,26 +128,13 @@ class Workspace:
 
     def board(self, log_lines: int = 10) -> dict[str, Any]:
         """Everything `mavps status` shows, read without the lock in two round trips."""
-        tr = self.transport
-        b = Batch()
-        asked = {p: (b.stat(p), b.open(p, "r")) for p in (QUEUE_FILE, WORKERS_FILE, LOG_FILE)}
-        tr.run(b)
-        b = Batch()
-        reads = {}
-        for p, (st, h) in asked.items():
-            if not h.ok:
-                continue
-            size = st.value.size if st.ok else 0
-            start = max(0, size - 64 * 1024) if p == LOG_FILE else 0
-            reads[p] = (start, size, [b.read(h.value, off, 32 * 1024) for off in range(start, size + 32 * 1024, 32 * 1024)])
-            b.close(h.value)
-        tr.run(b)
-        raw: dict[str, bytes] = {}
-        for p, (start, size, replies) in reads.items():
-            raw[p] = joined(replies)[0]
+        parts = self.store.look_parts({QUEUE_FILE: _whole, WORKERS_FILE: _whole,
+                                       LOG_FILE: lambda size: max(0, size - BOARD_LOG_WINDOW)})
+        raw = {p: part[0] for p, part in parts.items() if part is not None}
         tasks = load_tasks(parse_json(QUEUE_FILE, raw[QUEUE_FILE]) if QUEUE_FILE in raw else None)
         workers = load_workers(parse_json(WORKERS_FILE, raw[WORKERS_FILE]) if WORKERS_FILE in raw else None)
-        log_start = reads.get(LOG_FILE, (0, 0, []))[0]
+        log_part = parts.get(LOG_FILE)
+        log_start = log_part[1] if log_part else 0
         log_data = raw.get(LOG_FILE, b"")
         cut = log_data.rfind(b"\n") + 1
         recent = parse_lines(log_data[:cut], log_start > 0)[-log_lines:] if log_lines else []
