@@ -82,16 +82,18 @@ def check_workers(path: Path, report: Report) -> None:
             report.bad(f"worker {wid}: current_task {cur} is {t and t.get('status')} held by {t and t.get('claimed_by')}")
 
 
-def check_breaks(path: Path, report: Report) -> int:
-    """Only the crashed holder and the stopped one may have been broken: never a live holder within its lease."""
+def live_breaks(path: Path) -> tuple[int, list[str]]:
+    """Lock breaks, and those of anyone but the crashed holder and the stopped one: a live holder within its
+    lease (issue 10, 2b: never judged stale, however long it waited)."""
     recs = [json.loads(x) for x in (path / "agent-comms.jsonl").read_text().splitlines() if x.strip()]
     breaks = [r for r in recs if r.get("event") == "lock_broken"]
+    live = []
     for r in breaks:
         owner = (r.get("holder") or {}).get("owner")
-        if owner not in ("crashed", "stopped"):  # None: a holder whose owner file was not written yet
-            report.bad(f"a live holder within its lease was broken: {owner or 'an unknown holder'} "
-                       f"(by {r.get('agent')})")
-    return len(breaks)
+        if owner not in ("crashed", "stopped"):  # None: no owner file in the lock taken
+            live.append(f"a live holder's lock was broken: {owner or 'a lock with no owner file'} "
+                        f"(by {r.get('agent')}): {json.dumps(r)[:400]}")
+    return len(breaks), live
 
 
 @pytest.mark.parametrize("run", range(RUNS))
@@ -148,7 +150,7 @@ def test_break_race_with_asymmetric_latency(sshd, tmp_path, run):
     counter = check_counter(path, outs)
     report.violations += counter.violations
     check_workers(path, report)
-    breaks = check_breaks(path, report)
+    breaks, live = live_breaks(path)
     last = json.loads((path / "task-queue.json").read_text())[-1]
     if edit.returncode != 0:
         report.bad(f"mavps edit failed: {edit_err.strip()[-300:]}")
@@ -163,8 +165,10 @@ def test_break_race_with_asymmetric_latency(sshd, tmp_path, run):
     ops = report.stats.get("completions", 0) + counter.stats.get("increments", 0) + (edit.returncode == 0)
     print(f"\n[break race run {run}] ops {ops}, lock breaks {breaks}, rolled back {report.stats.get('rolled_back')}, "
           f"errors {errors}, stopped {'yes' if pauses.get('stopped') else 'no'}, counter {counter.stats}, "
-          f"violations {len(report.violations)}: {report.violations[:5]}")
+          f"violations {len(report.violations)}: {report.violations[:5]}; live holders broken {len(live)}: {live}")
     figures("break race: crashed lock, 0/300 ms clients, SIGSTOP past ttl, mavps edit", "local+sftp", ops,
-            1 + bool(pauses.get("stopped")), len(report.violations), breaks=breaks, errors=errors)
+            1 + bool(pauses.get("stopped")), len(report.violations), breaks=breaks, live_breaks=len(live),
+            errors=errors)
     assert pauses.get("stopped"), "the holder to be stopped never got inside its transaction"
     assert not report.violations, report.violations
+    assert not live, live
