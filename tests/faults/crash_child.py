@@ -1,35 +1,149 @@
-"""Run one queue operation and die (os._exit) right after op K of its commit batch.
+"""A fork server for the crash-point tests: each job runs one workspace operation in a forked child that dies
+(os._exit(137)) right after the server processed request N of the operation, counted over all its batches.
 
-    python crash_child.py WS_PATH OP K
+    python crash_child.py      # one JSON job per stdin line, one JSON reply ({"rc": ...}) per stdout line
+
+A job: {"url", "settings", "agent", "call": "queue.complete", "args", "kwargs", "patch": {"queue.X": v},
+"crash_at": N or null, "mutant": null or a name in MUTANTS, "result": null or a path}; the result file
+gets {"batches": [[[op, path...], ...], ...], "error": a traceback or null} when the child was not killed.
+
+Why a fork server: mavps and paramiko are imported once, so a crash point costs a fork, not a Python start.
+Why a truncated batch: a local transport could stop between two requests by itself, but an SFTP client has
+sent the whole pipeline before the first reply; sending only requests 0..N and dying once their replies are
+in is exactly "the server processed request N, then the client died" (the connection closes with it).
 """
+from __future__ import annotations
+
+import importlib
+import json
 import os
 import sys
+import time
+import traceback
+from typing import Any
 
-from mavps import Workspace
-from mavps.transport.local import LocalTransport
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-path, op, k = sys.argv[1], sys.argv[2], int(sys.argv[3])
-original = LocalTransport._execute
+from mavps import Workspace  # noqa: E402
+from mavps.transport.base import Batch  # noqa: E402
+from mavps.transport.local import LocalTransport  # noqa: E402
+from mavps.transport.sftp import SFTPTransport  # noqa: E402
 
-
-def execute(self, batch):
-    if not any(o == "replace" and a[0].startswith(".mavps.lock/") for o, a, _r in batch.ops):
-        return original(self, batch)
-    for i, (o, a, reply) in enumerate(batch.ops):
-        try:
-            reply.set(getattr(self, "_op_" + o)(*a))
-        except OSError as exc:
-            reply.set(error=exc)
-        if i == k:
-            os._exit(137)
+CRASHED = 137
 
 
-LocalTransport._execute = execute
-ws = Workspace.open(path, agent="victim", lock_ttl=0.5, lease_ttl=1)
-if op == "claim":
-    ws.queue.claim("victim")
-elif op == "complete":
-    ws.queue.complete(1, "victim")
-elif op == "add":
-    ws.queue.add("added by the victim", "x")
-sys.exit(0)  # K was past the end of the batch
+def describe(batch: Batch) -> list[list[str]]:
+    """The requests of a batch as [op, path args...]: enough to find the commit point in a count run."""
+    return [[op, *(a for a in args if isinstance(a, str))] for op, args, _reply in batch.ops]
+
+
+def arm(crash_at: int | None, seen: list[list[list[str]]]) -> dict[str, bool]:
+    """Count every request from now on; at request `crash_at`, send the batch only up to it, then die."""
+    armed = {"on": False}
+    for cls in (LocalTransport, SFTPTransport):
+        original = cls._execute
+
+        def execute(self: Any, batch: Batch, original: Any = original) -> None:
+            if not armed["on"]:
+                return original(self, batch)
+            start = sum(len(b) for b in seen)
+            seen.append(describe(batch))
+            if crash_at is not None and start + len(batch.ops) > crash_at:
+                cut = Batch()
+                cut.ops = batch.ops[: crash_at - start + 1]
+                original(self, cut)
+                os._exit(CRASHED)
+            return original(self, batch)
+
+        cls._execute = execute  # type: ignore[method-assign]
+    return armed
+
+
+def apply_patches(patch: dict[str, Any]) -> None:
+    for name, value in patch.items():
+        module, _, attr = name.rpartition(".")
+        setattr(importlib.import_module(f"mavps.{module}"), attr, value)
+
+
+def two_renames() -> None:
+    """A mutant store for checking the checks: no single commit point (the defect of issue 10). Each changed file
+    is renamed into place straight out of the lock, one request each, before the usual commit: a crash between
+    two of those renames leaves half a change in place while the next breaker marks it rolled back."""
+    from mavps import lock as lk
+    from mavps.store import Store
+
+    original = Store._finish
+
+    def finish(self: Any, txn: Any, result: Any, changed: list[str], temps: dict[str, str]) -> Any:
+        txd = f"{lk.LOCK}/{lk.txn_dir(txn.token)}"
+        b = Batch()
+        for path in txn.puts:
+            b.replace(f"{txd}/{lk.temp_name(path, txn.token)}", path)
+        for path in changed:
+            b.replace(f"{txd}/{temps[path]}", path)
+        self.transport.run(b)
+        return original(self, txn, result, changed, temps)
+
+    Store._finish = finish  # type: ignore[method-assign]
+
+
+MUTANTS = {"two-renames": two_renames}
+
+
+def child(job: dict[str, Any]) -> None:
+    """Runs in the forked child; never returns."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)  # stdout is the server's reply channel
+    seen: list[list[list[str]]] = []
+    out: dict[str, Any] = {"batches": seen, "error": None}
+    rc = 0
+    try:
+        apply_patches(job.get("patch", {}))
+        if job.get("mutant"):
+            MUTANTS[job["mutant"]]()
+        armed = arm(job.get("crash_at"), seen)
+        ws = Workspace.open(job["url"], agent=job["agent"], **job.get("settings", {}))
+        armed["on"] = True
+        target: Any = ws
+        for part in job["call"].split("."):
+            target = getattr(target, part)
+        target(*job.get("args", []), **job.get("kwargs", {}))
+        armed["on"] = False
+        ws.close()
+    except BaseException:
+        out["error"] = traceback.format_exc()
+        rc = 1
+    if job.get("result"):
+        with open(job["result"], "w") as fh:
+            json.dump(out, fh)
+    os._exit(rc)  # past the last request: the operation finished
+
+
+def wait(pid: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            return -1000
+        time.sleep(0.002)
+
+
+def serve() -> None:
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        job = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            child(job)
+        rc = wait(pid, job.get("timeout", 60))
+        sys.stdout.write(json.dumps({"rc": rc}) + "\n")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    serve()
