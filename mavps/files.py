@@ -48,7 +48,7 @@ TEMP_RE = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")
 #: A temp file older than this (server clock) belongs to a put that died: doctor shows it, cleanup removes it.
 TEMP_AGE = 3600.0
 #: Directories `doctor` and `cleanup` look into at most when they search the tree for old temp files.
-MAX_WALK = 2000
+MAX_WALK = 300
 
 
 def prefixes(path: str) -> list[str]:
@@ -156,7 +156,8 @@ def stream_file(transport: Transport, path: str, write: Callable[[bytes], Any], 
     try:
         return _pump(transport, path, handle, size, first, write, limit)
     finally:
-        _quietly(transport, _closing(handle))
+        if handle is not None:
+            _quietly(transport, _closing(handle))
 
 
 def read_file(transport: Transport, path: str, max_size: int = MAX_FILE) -> bytes:
@@ -173,7 +174,11 @@ def _window(b: Batch, handle: Any, offset: int, size_hint: int) -> list[Reply]:
 
 
 def _open_checked(transport: Transport, path: str, limit: int | None) -> tuple[Any, int, list[Reply]]:
-    """Open the path for reading; the handle, the file's size and the first reads, once checked."""
+    """Open the path for reading; the handle, the file's size and the first reads, once checked.
+
+    A small file is read whole and closed in the check's own round trip (two
+    in all): the handle returned is then None.
+    """
     dirs = prefixes(path)[:-1]
     for _attempt in range(OPEN_TRIES):
         b = Batch()
@@ -195,18 +200,29 @@ def _open_checked(transport: Transport, path: str, limit: int | None) -> tuple[A
             first_look = before[0][1][0]
             hint = first_look.value.size if first_look.ok and not first_look.value.is_link else 0
             first = _window(b, handle, 0, hint)
+            if len(first) < WINDOW:  # small: the reads go one past its end, so close it right away
+                b.close(handle)
+                handle = None
             transport.run(b)
             seen = _check_path(path, dirs, before + after)
             if fst.ok and all(same_file(fst.value, st) for st in seen):
                 if limit is not None and fst.value.size > limit:
                     raise InvalidInput(f"{path} is {fst.value.size} bytes, over the {limit} byte limit: "
                                        "stream it with `mavps cat PATH > FILE`")
-                return handle, fst.value.size, first
+                if handle is not None or _reached_end(first):
+                    return handle, fst.value.size, first
+                continue  # grew past the reads sent with the close: read it again, with the new size
         except BaseException:
-            _quietly(transport, _closing(handle))
+            if handle is not None:
+                _quietly(transport, _closing(handle))
             raise
-        _quietly(transport, _closing(handle))  # the reads of a file not checked are dropped
+        if handle is not None:
+            _quietly(transport, _closing(handle))  # the reads of a file not checked are dropped
     raise _changed(path)
+
+
+def _reached_end(replies: list[Reply]) -> bool:
+    return any(r.ok and len(r.value) < CHUNK for r in replies)
 
 
 def _pump(transport: Transport, path: str, handle: Any, size: int, replies: list[Reply],
@@ -224,6 +240,8 @@ def _pump(transport: Transport, path: str, handle: Any, size: int, replies: list
                 write(chunk)
             if len(chunk) < CHUNK:
                 return offset
+        if handle is None:  # closed after the first reads, which did reach its end
+            raise _changed(path)
         b = Batch()
         replies = _window(b, handle, offset, size)
         transport.run(b)
