@@ -358,3 +358,14 @@ def test_cli_cat_of_a_200_mb_file_stays_small(target, clean_env, tmp_path) -> No
     assert proc.returncode == 0, err.read_text()
     assert out.stat().st_size == size
     assert usage.ru_maxrss * 1024 < size / 2, usage.ru_maxrss  # the old code held the whole file, and more
+
+
+def test_special_files_are_refused(ws, target) -> None:
+    if target.kind == "sftp":
+        pytest.skip("sftp-server blocks opening a FIFO that has no writer (a transport matter)")
+    os.mkfifo(target.path / "pipe")
+    with pytest.raises(InvalidInput, match="pipe is a special file, not a regular file"):
+        ws.read_file("pipe")
+    with pytest.raises(InvalidInput, match="pipe is a special file, not a regular file: remove it first"):
+        ws.write_file("pipe", b"x")
+    assert not _leftover_tmp(target.path)
