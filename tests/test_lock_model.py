@@ -65,6 +65,26 @@ def test_v2_without_token_names_in_k_loses_a_committed_transaction():
     assert "final state disagrees with the commits" in res.violations
 
 
+def test_store_as_built_unfenced_bak_link_leaves_a_lock_without_owner():
+    """mavps/store.py links the previous copy into `.mavps.lock/<f>.<token>.bak` in round trip 3 by a path
+    that is not fenced: a holder whose lock was broken links it into the NEXT holder's lock, whose release
+    then cannot rmdir the lock; the ownerless lock is broken a lease later (seen in tests/faults/test_break_race.py)."""
+    res = run("store as built: .bak link not fenced, 2 holders + 1 breaker", Config(holders=2, breakers=1, bak="unfenced"))
+    assert "lock left without an owner by a release" in res.violations
+
+
+@pytest.mark.parametrize("name, cfg", [
+    ("store with the .bak link fenced (L/held.<t>/../), 3 holders + 1 breaker, 1 crash",
+     Config(holders=3, breakers=1, crashes=1, bak="fenced")),
+    ("store with the .bak link fenced, 2 holders + 2 breakers, 1 crash",
+     Config(holders=2, breakers=2, crashes=1, bak="fenced")),
+])
+def test_store_with_fenced_bak_link_has_no_violation(name, cfg):
+    res = run(name, cfg)
+    assert res.states > 25_000 and res.retried > 0
+    assert not res.counts, report(name, cfg, res)
+
+
 def test_no_breaker_no_violation_and_every_holder_commits():
     res = run("v2, 3 holders, no breaker", Config(holders=3, breakers=0))
     assert not res.counts and res.outcomes == {"committed": 3 * res.finals}

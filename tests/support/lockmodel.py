@@ -49,6 +49,10 @@ class Config:
     commit_dir: bool = True  # v2 H6: rename the txn directory to K; False: rename temps out of L one by one
     token_names: bool = True  # temp and manifest names carry the transaction's token
     pipelined: bool = True  # H7-H9 are sent with H6, whatever its reply
+    # mavps/store.py as built: a hard link `L/a.<t>.bak` (the previous copy) made in round trip 3 and moved to
+    # a.bak in the commit batch, releases fenced through `L/held.<t>/..`, an abort that removes the link.
+    # "unfenced": the link made at `L/a.<t>.bak`; "fenced": at `L/held.<t>/../a.<t>.bak`; "": no link.
+    bak: str = ""
 
 
 class Holder(NamedTuple):
@@ -209,6 +213,8 @@ def holder_steps(cfg: Config, i: int, h: Holder, fs: dict) -> list[tuple[str, Ho
             base = txn_base(cfg, cand, t)
             fs[cand] = DIR
             fs[f"{cand}/{OWNER}"] = ("f", (t, OWNER), t)
+            if cfg.bak:
+                fs[f"{cand}/held.{t}"] = DIR
             if cfg.protocol == "v2":
                 fs[base] = DIR
                 fs[f"{base}/{man_name(cfg, t)}"] = ("f", (t, "man"), None)
@@ -254,10 +260,17 @@ def holder_steps(cfg: Config, i: int, h: Holder, fs: dict) -> list[tuple[str, Ho
         if cfg.protocol == "v2":
             write_handle(fs, (t, "man"), tuple((tmp_name(cfg, f, t), f) for f in FILES))
         out.append((f"H4 read b={rb}; H5 write temps a={h.ra + 1} b={rb + 1}, log records",
-                    h._replace(pc="h6", rb=rb), fs, {("rec", t)}, ("torn read under the lock", None) if torn else None))
+                    h._replace(pc="h5l" if cfg.bak else "h6", rb=rb), fs, {("rec", t)}, ("torn read under the lock", None) if torn else None))
     elif pc == "h6":
         out += _commit_point(cfg, t, h, fs)
-    elif pc in ("c2", "h7a", "h7b", "h8a", "h8b", "h9a", "h9b"):
+    elif pc == "h5l":  # round trip 3: link the previous copy into the lock, fenced or not
+        path = f"{L}/a.{t}.bak"
+        allowed = f"{L}/held.{t}" in fs if cfg.bak == "fenced" else L in fs
+        ok = allowed and path not in fs
+        if ok:
+            fs[path] = ("f", ("bak", t), read(fs, "a"))
+        go(f"H5 link a->{'L/held../' if cfg.bak == 'fenced' else 'L/'}a.{t}.bak {'ok' if ok else 'failed'}", pc="h6")
+    elif pc in ("c2", "h7a", "h7b", "h7c", "h8a", "h8b", "h9a", "h9h", "h9b", "ab1", "ab2"):
         out += _after_commit(cfg, t, h, fs)
     return out
 
@@ -316,7 +329,10 @@ def _after_commit(cfg: Config, t: str, h: Holder, fs: dict) -> list:
         f = "a" if pc == "h7a" else "b"
         ok = replace(fs, f"{K}/{tmp_name(cfg, f, t)}", f)
         return [(f"H7 replace K/{tmp_name(cfg, f, t)}->{f} {'ok' if ok else 'ENOENT'}",
-                 h._replace(pc="h7b" if pc == "h7a" else "h8a"), fs, set(), None)]
+                 h._replace(pc="h7b" if pc == "h7a" else "h7c" if cfg.bak else "h8a"), fs, set(), None)]
+    if pc == "h7c":
+        ok = replace(fs, f"{L}/a.{t}.bak", "a.bak")
+        return [(f"H7 replace L/a.{t}.bak->a.bak {'ok' if ok else 'failed'}", h._replace(pc="h8a"), fs, set(), None)]
     if pc == "h8a":
         ok = remove(fs, f"{K}/{man_name(cfg, t)}")
         return [(f"H8 remove K/{man_name(cfg, t)} {'ok' if ok else 'failed'}", h._replace(pc="h8b"), fs, set(), None)]
@@ -324,14 +340,34 @@ def _after_commit(cfg: Config, t: str, h: Holder, fs: dict) -> list:
         ok = rmdir(fs, K)
         return [(f"H8 rmdir K {'ok' if ok else 'failed'}", h._replace(pc="h9a"), fs, set(), None)]
     if pc == "h9a":
-        ok = remove(fs, f"{L}/{OWNER}")
-        return [(f"H9 remove L/owner {'ok' if ok else 'failed'}", h._replace(pc="h9b"), fs, set(), None)]
+        held = f"{L}/held.{t}"
+        ok = (held in fs or not cfg.bak) and remove(fs, f"{L}/{OWNER}")
+        return [(f"H9 remove L/{'held../' if cfg.bak else ''}owner {'ok' if ok else 'failed'}",
+                 h._replace(pc="h9h" if cfg.bak else "h9b"), fs, set(), None)]
+    if pc == "h9h":
+        ok = rmdir(fs, f"{L}/held.{t}")
+        return [(f"H9 rmdir L/held.{t} {'ok' if ok else 'failed'}", h._replace(pc="h9b"), fs, set(), None)]
+    if pc == "ab1":  # the abort after LockLost: its own link, by a path that is not fenced
+        ok = remove(fs, f"{L}/a.{t}.bak")
+        return [(f"abort: remove L/a.{t}.bak {'ok' if ok else 'failed'}", h._replace(pc="ab2"), fs, set(), None)]
     ok = rmdir(fs, L)
-    label = f"H9 rmdir L {'ok' if ok else 'failed'}"
+    label = f"{'abort: ' if pc == 'ab2' else 'H9 '}rmdir L {'ok' if ok else 'failed'}"
+    orphan = _orphan(fs) if not ok and pc == "h9b" and h.committed else None
     if h.committed:
-        return [(label, h._replace(pc="done", aux="committed"), fs, set(), None)]
+        return [(label, h._replace(pc="done", aux="committed"), fs, set(), orphan)]
+    if cfg.bak and pc == "h9b":
+        return [(label, h._replace(pc="ab1"), fs, set(), None)]
     more, nh, logs = _failed(cfg, t, h)
     return [(label + more, nh, fs, logs, None)]
+
+
+def _orphan(fs: dict) -> tuple[str, str] | None:
+    """A release that could not remove L because of someone else's file in it leaves a lock with no owner:
+    every waiter then waits a whole lease and breaks it (a live system judged stale)."""
+    inside = [q[len(L) + 1:] for q in _under(fs, L)]
+    if L in fs and OWNER not in inside and not any(n.startswith(("held.", "txn.")) for n in inside):
+        return ("lock left without an owner by a release", f"L holds only {inside}")
+    return None
 
 
 # ----- breakers --------------------------------------------------------------
@@ -457,7 +493,7 @@ def final_check(cfg: Config, s: State) -> list[tuple[str, str]]:
                         f"txn {t} {'committed' if t in done else 'not committed'}, rolled_back "
                         f"{'present' if ('rb', t) in log else 'absent'}"))
     if s.crashes == 0:
-        left = sorted(set(dict(s.fs)) - set(FILES))
+        left = sorted(set(dict(s.fs)) - set(FILES) - {"a.bak"})
         if left:
             bad.append(("leftovers without a crash", str(left)))
     stuck = [i for i, p in enumerate(s.procs) if isinstance(p, Holder) and p.aux == "stuck"]
