@@ -69,7 +69,8 @@ def test_store_as_built_unfenced_bak_link_leaves_a_lock_without_owner():
     """mavps/store.py links the previous copy into `.mavps.lock/<f>.<token>.bak` in round trip 3 by a path
     that is not fenced: a holder whose lock was broken links it into the NEXT holder's lock, whose release
     then cannot rmdir the lock; the ownerless lock is broken a lease later (seen in tests/faults/test_break_race.py)."""
-    res = run("store as built: .bak link not fenced, 2 holders + 1 breaker", Config(holders=2, breakers=1, bak="unfenced"))
+    res = run("store as built: .bak link not fenced, 2 holders + 1 breaker",
+              Config(holders=2, breakers=1, bak="unfenced"))
     assert "lock left without an owner by a release" in res.violations
 
 

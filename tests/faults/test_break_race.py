@@ -79,7 +79,8 @@ def check_workers(path: Path, report: Report) -> None:
             continue
         t = tasks.get(cur)
         if t is None or t.get("status") != "in_progress" or t.get("claimed_by") != wid:
-            report.bad(f"worker {wid}: current_task {cur} is {t and t.get('status')} held by {t and t.get('claimed_by')}")
+            report.bad(f"worker {wid}: current_task {cur} is {t and t.get('status')} "
+                       f"held by {t and t.get('claimed_by')}")
 
 
 def live_breaks(path: Path) -> tuple[int, list[str]]:
@@ -142,7 +143,7 @@ def test_break_race_with_asymmetric_latency(sshd, tmp_path, run):
                                  "edit", "task-queue.json", "--ttl", "30"],
                                 env={**env(), "EDITOR": f"{sys.executable} {editor}", "MAVPS_CONFIG": os.devnull},
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        edit_out, edit_err = edit.communicate(timeout=200)
+        _, edit_err = edit.communicate(timeout=200)
         wait_all(procs, 200)
         pauser.join(10)
 

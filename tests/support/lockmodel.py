@@ -260,7 +260,8 @@ def holder_steps(cfg: Config, i: int, h: Holder, fs: dict) -> list[tuple[str, Ho
         if cfg.protocol == "v2":
             write_handle(fs, (t, "man"), tuple((tmp_name(cfg, f, t), f) for f in FILES))
         out.append((f"H4 read b={rb}; H5 write temps a={h.ra + 1} b={rb + 1}, log records",
-                    h._replace(pc="h5l" if cfg.bak else "h6", rb=rb), fs, {("rec", t)}, ("torn read under the lock", None) if torn else None))
+                    h._replace(pc="h5l" if cfg.bak else "h6", rb=rb), fs, {("rec", t)},
+                    ("torn read under the lock", None) if torn else None))
     elif pc == "h6":
         out += _commit_point(cfg, t, h, fs)
     elif pc == "h5l":  # round trip 3: link the previous copy into the lock, fenced or not
