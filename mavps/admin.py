@@ -13,6 +13,8 @@ from typing import Any, Callable
 from .errors import ConfigError, MavpsError
 from .session import load_config, open_workspace
 
+from .recovery import cleanup_leftovers, leftovers, lock_info  # noqa: F401  (the CLI's `unlock` uses them)
+
 #: Lock candidate and stale directories older than this are leftovers of crashed processes.
 LEFTOVER_AGE = 60.0
 
@@ -99,66 +101,14 @@ def validate_state(name: str, data: bytes) -> Any:
     return value
 
 
-def _server_now(tr: Any, extra: Any = None) -> float | None:
-    """The server's clock (the mtime of a directory made and removed just now)."""
-    from . import lock as lk
-    from .transport.base import Batch
-
-    probe = lk.candidate_dir(lk.new_token())
-    b = Batch()
-    b.mkdir(probe)
-    st = b.stat(probe)
-    b.rmdir(probe)
-    tr.run(b)
-    return st.value.mtime if st.ok else None
-
-
-def lock_info(tr: Any, default_ttl: float) -> dict[str, Any]:
-    """Who holds the workspace lock, for how long by the server's clock, and whether it is stale."""
-    from . import lock as lk
-    from .transport.base import Batch
-
-    b = Batch()
-    lock_st = b.lstat(lk.LOCK)
-    tr.run(b)
-    if not lock_st.ok:
-        return {"held": False, "holder": None, "held_for": None, "ttl": default_ttl, "stale": False}
-    if lock_st.value.is_link or not lock_st.value.is_dir:  # planted: never followed; `unlock --force` removes it
-        return {"held": True, "holder": None, "held_for": None, "ttl": default_ttl, "stale": True,
-                "planted": lock_st.value.kind(), "identity": ("planted", lock_st.value.kind())}
-    record, owner_st = lk.read_owner(tr)
-    now = _server_now(tr)
-    ref = owner_st or lock_st.value
-    held_for = None if now is None else round(max(0.0, now - ref.mtime), 1)
-    ttl = lk.holder_ttl(record, default_ttl)
-    return {"held": True, "holder": record, "held_for": held_for, "ttl": ttl,
-            "stale": held_for is not None and held_for > ttl,
-            "identity": lk.identity_of(lock_st.value, owner_st)}
-
-
-def leftovers(tr: Any, older_than: float) -> list[str]:
-    """Candidate (`.mavps.lock.<token>`) and broken (`.mavps.lock.stale-*`) directories older than this."""
-    from . import lock as lk
-    from .transport.base import Batch
-
-    names = [n for n in tr.listdir("") if n.startswith(lk.LOCK + ".")]
-    if not names:
-        return []
-    b = Batch()
-    stats = {n: b.stat(n) for n in names}
-    tr.run(b)
-    now = _server_now(tr)
-    if now is None:
-        return []
-    return sorted(n for n, st in stats.items() if st.ok and st.value.is_dir and now - st.value.mtime > older_than)
-
-
 def temp_leftovers(tr: Any, older_than: float | None = None) -> tuple[list[str], bool]:
     """Temp files (`.NAME.<hex>.tmp`) of puts that died, anywhere in the tree, older than this by the server's
     clock; and whether the whole tree was searched (see files.MAX_WALK)."""
     from .files import TEMP_AGE, temp_files
 
-    now = _server_now(tr)
+    from .recovery import server_now
+
+    now = server_now(tr)
     if now is None:
         return [], True
     return temp_files(tr, now, TEMP_AGE if older_than is None else older_than)
@@ -170,23 +120,10 @@ def cleanup_temp_files(tr: Any, older_than: float | None = None) -> list[str]:
 
     age = TEMP_AGE if older_than is None else older_than
     found, _complete = temp_leftovers(tr, age)
-    now = _server_now(tr) if found else None
+    from .recovery import server_now
+
+    now = server_now(tr) if found else None
     return remove_temp_files(tr, found, now, age) if now is not None else []
-
-
-def cleanup_leftovers(tr: Any, older_than: float) -> list[str]:
-    from . import lock as lk
-    from .transport.base import Batch
-
-    removed = []
-    for name in leftovers(tr, older_than):
-        lk.sweep(tr, name)  # only the names mavps makes; a link is removed as a link, never listed through
-        b = Batch()
-        gone = b.lstat(name)
-        tr.run(b)
-        if not gone.ok:
-            removed.append(name)
-    return removed
 
 
 def break_held(ws: Any, info: dict[str, Any]) -> str:
@@ -194,16 +131,8 @@ def break_held(ws: Any, info: dict[str, Any]) -> str:
 
     A planted link or file at the lock's name is removed as itself, never followed.
     """
-    from . import lock as lk
-
     holder = info.get("holder") or {}
-    now = lock_info(ws.transport, info.get("ttl") or 10.0)
-    if not now["held"]:
-        return "gone"
-    if now.get("identity") != info.get("identity"):
-        return "changed"  # a newer holder: show it again rather than break it blind
-    took, unfinished = lk.break_lock(ws.transport, lk.new_token())
-    result = "broken" if took else "gone"
+    result, unfinished = ws.store.break_by_hand(info)
     if info.get("planted"):
         return result
     if result == "broken":
@@ -262,23 +191,41 @@ def run_checks(flags: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+#: What each path mavps uses must be: a planted link or another type is reported by doctor and refused by every
+#: command (it is never followed or replaced).
+EXPECTED = {"task-queue.json": "file", "worker-status.json": "file", "workspace.json": "file",
+            "agent-comms.jsonl": "file", "task-archive.jsonl": "file", "task-queue.json.bak": "file",
+            "worker-status.json.bak": "file", "workspace.json.bak": "file", "tasks": "directory",
+            ".mavps.lock": "directory", ".mavps.commit": "directory"}
+
+
+def _check_planted(ws: Any, add: Callable[..., None]) -> None:
+    """Every path mavps uses is of the type it expects; leftover names `.mavps.lock.*` are not links."""
+    names = [n for n in ws.transport.listdir("") if n.startswith(".mavps.lock.")]
+    kinds = ws.store.kinds([*EXPECTED, *names])
+    wrong = []
+    for path, st in kinds.items():
+        want = EXPECTED.get(path, "directory")
+        if st is not None and (st.is_link or (want == "file") != st.is_file or (want == "directory") != st.is_dir):
+            wrong.append(f"{path} is a {st.kind()}, not a {want}")
+    add("planted paths", not wrong, "none" if not wrong else "; ".join(wrong),
+        "another account may have put these there: look at them (`ls -la`), then move them away by hand "
+        "(`mavps unlock --force` removes a planted .mavps.lock; `mavps unlock` old .mavps.lock.* links)")
+
+
 def _check_workspace(ws: Any, add: Callable[..., None]) -> None:
     from .models import QUEUE_FILE, TASKS_DIR, WORKERS_FILE, load_tasks, load_workers
     from .store import LOG_FILE
     from .timeutil import utcnow
-    from .transport.base import Batch
     from .workers import is_online
     from .workspace import STATE_FILES
 
     tr = ws.transport
-    b = Batch()
-    root = b.stat("")
-    present = {p: b.stat(p) for p in (*STATE_FILES, LOG_FILE, TASKS_DIR)}
-    tr.run(b)
-    if not root.ok:
+    present = ws.store.kinds(["", *STATE_FILES, LOG_FILE, TASKS_DIR])
+    if present.pop("") is None:
         add("layout", False, f"{ws.location} does not exist", "run `mavps init`")
         return
-    missing = [p for p, st in present.items() if not st.ok]
+    missing = [p for p, st in present.items() if st is None]
     add("layout", not missing, "all files present" if not missing else f"missing: {', '.join(missing)}",
         "run `mavps init` (it keeps existing files)")
     raw = ws.store.look([p for p in STATE_FILES if p not in missing])
@@ -298,9 +245,13 @@ def _check_workspace(ws: Any, add: Callable[..., None]) -> None:
             bad.append(f"{name}: {exc}")
     add("state files", not bad, "valid JSON, valid records" if not bad else "; ".join(bad),
         "fix it with `mavps edit FILE`, or restore FILE.bak")
+    _check_planted(ws, add)
     info = lock_info(tr, ws.config.lock_ttl)
     if not info["held"]:
         add("lock", True, "free")
+    elif info.get("planted"):
+        add("lock", False, f".mavps.lock is a {info['planted']}, not a lock mavps made",
+            "look at it (`ls -la`); `mavps unlock --force` removes it as itself, never following it")
     else:
         who = (info["holder"] or {}).get("owner", "an unknown holder")
         held = f" for {info['held_for']:.0f}s" if info["held_for"] is not None else ""

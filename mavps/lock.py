@@ -21,110 +21,32 @@ lstat'ed and only names of the shapes mavps makes are ever removed.
 """
 from __future__ import annotations
 
-import json
-import os
-import re
-import secrets
-import socket
+import random
 import time
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import quote, unquote
+from typing import Any, Callable
 
-from .errors import MavpsError, UnsafePath
+from .errors import LockTimeout, MavpsError
+from .lockpaths import (COMMIT, LOCK, OWNER, candidate_dir, check_lock_stat, held_dir, holder_ttl, identity_of,
+                        new_token, owner_size, stale_dir)
+from .recovery import break_lock, read_owner, sweep
 from .timeutil import iso, utcnow
-from .transport.base import Batch, Stat, Transport
-
-LOCK = ".mavps.lock"
-OWNER = "owner.json"
-COMMIT = ".mavps.commit"
-MAX_SANE_TTL = 24 * 3600
-_TOKEN = r"[0-9a-f]{16}"
-_TEMP_RE = re.compile(rf"(.+)\.({_TOKEN})\.(tmp|bak)")  # <quoted target>.<token>.tmp, <file>.<token>.bak
-_TXN_RE = re.compile(rf"txn\.({_TOKEN})")
-_HELD_RE = re.compile(rf"held\.({_TOKEN})")
+from .transport.base import Batch, Reply, Transport
 
 
-def new_token() -> str:
-    return secrets.token_hex(8)
-
-
-def candidate_dir(token: str) -> str:
-    return f"{LOCK}.{token}"
-
-
-def stale_dir(token: str) -> str:
-    return f"{LOCK}.stale-{token}"
-
-
-def txn_dir(token: str) -> str:
-    """Where a transaction's new files wait, inside the lock, until its commit point."""
-    return f"txn.{token}"
-
-
-def held_dir(token: str) -> str:
-    """An empty directory in the lock naming its holder: `.mavps.lock/held.<token>/..` resolves only while the
-    lock is this holder's, so removals through it can never touch a later holder's lock."""
-    return f"held.{token}"
-
-
-def temp_name(target: str, token: str) -> str:
-    """A temp file's name says its target, so whoever rolls a commit forward needs nothing else."""
-    return f"{quote(target, safe='')}.{token}.tmp"
-
-
-def owner_size(token: str) -> int:
-    """Each holder's owner file has its own size: with the mtime, it names one lock instance."""
-    return 512 + int(token[:6], 16) % 3584
-
-
-def owner_record(agent: str, token: str, ttl: float) -> bytes:
-    record = {
-        "owner": agent,
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "token": token,
-        "acquired_at": iso(utcnow()),  # the client's clock: shown to people, never trusted
-        "ttl": ttl,
-        "version": 2,
-    }
-    data = json.dumps(record, indent=2).encode()
-    size = owner_size(token)
-    return data + b" " * max(0, size - len(data) - 1) + b"\n"
-
-
-def parse_owner(data: bytes | None) -> dict[str, Any] | None:
-    """The holder's record, or None for an empty, not yet written or garbled owner file."""
-    if not data:
-        return None
-    try:
-        record = json.loads(data.rstrip(b"\0 \n").decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def holder_ttl(record: dict[str, Any] | None, default: float) -> float:
-    ttl = record.get("ttl") if record else None
-    if isinstance(ttl, (int, float)) and not isinstance(ttl, bool) and 0 < ttl <= MAX_SANE_TTL:
-        return float(ttl)
-    return default
-
-
-def identity_of(lock_stat: Stat | None, owner_stat: Stat | None) -> tuple[Any, ...] | None:
-    """Name one lock instance by what an lstat shows: its owner file's mtime and (per-holder) size."""
-    if owner_stat is not None:
-        return ("owner", owner_stat.mtime, owner_stat.size)
-    if lock_stat is not None:
-        return ("bare", lock_stat.mtime)
-    return None
-
-
-def check_lock_stat(st: Stat | None, path: str = LOCK) -> None:
-    """A lock must be a real directory: a planted symlink or file is refused, never followed or removed."""
-    if st is not None and (st.is_link or not st.is_dir):
-        raise UnsafePath(path, st.kind(), "a directory (the workspace lock)",
-                         "Look at it (`ls -la`); `mavps unlock --force` removes it as itself, never following it")
+# Waiting for a busy lock. Retries back off with jitter from POLL_FIRST up to
+# POLL_CAP; a waiter that has waited AGE_AFTER seconds polls at most POLL_AGED
+# apart, so waiters that just arrived cannot starve it. A process whose last
+# transaction had to wait first yields up to COURTESY seconds before taking the
+# lock again: otherwise the process that has just released the lock wins it
+# back before any sleeping waiter polls (measured: 16 workers draining a
+# queue, p99 lock wait 5.4 s, and 30 s lock timeouts with a larger queue).
+POLL_FIRST = 0.02
+POLL_CAP = 0.25
+POLL_AGED = 0.04
+AGE_AFTER = 1.0
+COURTESY = 0.05
+CONTENDED_FOR = 2.0  # seconds after a contended transaction during which the next one yields
 
 
 @dataclass
@@ -154,122 +76,208 @@ class StaleWatch:
         return max(sighting.server_age or 0.0, observed)
 
 
-def read_owner(transport: Transport, lock_path: str = LOCK) -> tuple[dict[str, Any] | None, Stat | None]:
-    """The owner record of a lock directory and its lstat (two round trips); never through a link."""
-    path = f"{lock_path}/{OWNER}"
-    b = Batch()
-    lock_st = b.lstat(lock_path)
-    owner_st = b.lstat(path)
-    transport.run(b)
-    if lock_st.ok:
-        check_lock_stat(lock_st.value, lock_path)
-    if not owner_st.ok or not owner_st.value.is_file:
-        return None, None
-    try:
-        got = transport.read_from(path, lambda size: 0)
-    except (MavpsError, OSError):
-        return None, owner_st.value
-    return (parse_owner(got[0]) if got else None), owner_st.value
+
+@dataclass
+class Attempt:
+    """The replies of one try at the lock (the caller's reads staged behind it are its own)."""
+
+    rename: Reply
+    lock: Reply
+    owner: Reply  #: lstat of the lock's owner file: ours, freshly written, once the rename worked
+    commit: Reply  #: lstat of `.mavps.commit`: a committed transaction waiting to be applied
+    probe: Reply  #: something made just now: the server's clock while waiting
+
+    def sighting(self) -> Sighting:
+        lock_st = self.lock.value if self.lock.ok else None
+        owner_st = self.owner.value if self.owner.ok and self.owner.value.is_file else None
+        ident = identity_of(lock_st, owner_st)
+        age = None
+        if ident is not None and self.probe.ok:
+            age = self.probe.value.mtime - (owner_st or lock_st).mtime
+        return Sighting(ident, age)
 
 
-def sweep(transport: Transport, path: str) -> list[str]:
-    """Remove a lock-like directory mavps made (a broken lock, a leftover candidate).
+@dataclass
+class Candidate:
+    """A prepared lock directory `.mavps.lock.<token>/`, before and while trying to take the lock."""
 
-    Returns the tokens of the transactions found uncommitted in it. A symlink
-    is removed as a link, never listed through; inside, only names of the
-    shapes mavps makes are removed, so nothing of anyone else's is deleted.
+    token: str
+    made: list[Reply]
+    owner: Reply  #: the open handle of its owner.json
+
+    @property
+    def path(self) -> str:
+        return candidate_dir(self.token)
+
+
+class WorkspaceLock:
+    """The workspace lock: stages taking it into a caller's batch, judges what a waiter sees, breaks a stale
+    lock, stages the release; the only acquire loop, with its backoff policy.
+
+    Events (a lock broken, transactions it rolled back) leave through `on_event`; the log formats them.
     """
-    b = Batch()
-    st = b.lstat(path)
-    transport.run(b)
-    if not st.ok:
-        return []
-    if st.value.is_link or not st.value.is_dir:
+
+    def __init__(self, transport: Transport, agent: str, ttl: float, timeout: float,
+                 on_event: Callable[[list[dict[str, Any]]], None]) -> None:
+        self.transport = transport
+        self.agent = agent
+        self.ttl = ttl
+        self.timeout = timeout
+        self.on_event = on_event
+        self.watch = StaleWatch()
+        self._contended_at = -1e9  # monotonic time our last acquire found the lock busy
+
+    def courtesy(self) -> None:
+        """After a contended transaction, let a waiter have the lock we just gave back."""
+        if time.monotonic() - self._contended_at < CONTENDED_FOR:
+            time.sleep(random.uniform(0, COURTESY))
+
+    def stage_candidate(self, b: Batch, token: str, inside: Callable[[str], None] | None = None) -> Candidate:
+        """Make `.mavps.lock.<token>/` with its owner file (this holder's own size, a fresh mtime) and the
+        holder's marker; `inside(path)` stages the caller's own files in it."""
+        cand = candidate_dir(token)
+        made = [b.mkdir(cand)]
+        b.mkdir(f"{cand}/{held_dir(token)}")
+        owner = b.open(f"{cand}/{OWNER}", "x")
+        b.truncate(f"{cand}/{OWNER}", owner_size(token))
+        if inside is not None:
+            inside(cand)
+        return Candidate(token, made + [owner], owner)
+
+    def stage_attempt(self, b: Batch, cand: Candidate, record: bytes | None) -> Attempt:
+        """One try: refresh the owner file (so the lock's age counts from this rename), rename the candidate
+        onto the lock, and look at what is there; the caller stages its reads right after."""
+        fresh = record is None
+        if not fresh:
+            b.write(cand.owner.value, 0, record)
+            b.mkdir(f"{cand.path}/now")  # the server's clock now, for judging the holder's age
+            probe = b.stat(f"{cand.path}/now")
+            b.rmdir(f"{cand.path}/now")
+        rename = b.rename(cand.path, LOCK)
+        lock = b.lstat(LOCK)
+        owner = b.lstat(f"{LOCK}/{OWNER}")
+        commit = b.lstat(COMMIT)
+        if fresh:
+            probe = b.lstat(f"{cand.path}/{OWNER}")  # made in this batch (still there if the rename failed)
+        return Attempt(rename, lock, owner, commit, probe)
+
+    def acquire(self, cand: Candidate, first: Attempt, record: bytes,
+                retry: Callable[[Batch, Attempt], Attempt]) -> Attempt:
+        """Wait until an attempt takes the lock, breaking it once it is stale; LockTimeout after `timeout`.
+
+        `retry(batch, attempt)` stages the next attempt (and the caller's reads behind it).
+        """
+        started = time.monotonic()
+        deadline = started + self.timeout
+        attempt, backoff = first, POLL_FIRST
+        limits: dict[tuple[Any, ...], tuple[float, dict[str, Any] | None]] = {}
+        if not attempt.rename.ok:
+            self._contended_at = started
+        while not attempt.rename.ok:
+            check_lock_stat(attempt.lock.value if attempt.lock.ok else None)
+            sighting = attempt.sighting()
+            if self._broke(sighting, limits):
+                attempt = self._next(cand, record, attempt, retry)
+                continue
+            now = time.monotonic()
+            if now >= deadline:
+                holder, _ = read_owner(self.transport)
+                raise LockTimeout(now - started, holder, sighting.server_age)
+            step = backoff if now - started < AGE_AFTER else min(backoff, POLL_AGED)
+            time.sleep(min(random.uniform(step / 2, step), max(0.0, deadline - now)))
+            backoff = min(backoff * 2, POLL_CAP)
+            self._contended_at = time.monotonic()
+            attempt = self._next(cand, record, attempt, retry)
+        return attempt  # now ours: whatever it finds (a planted `.mavps.commit`) the caller handles holding it
+
+    def _next(self, cand: Candidate, record: bytes, previous: Attempt,
+              retry: Callable[[Batch, Attempt], Attempt]) -> Attempt:
         b = Batch()
-        b.remove(path)
-        transport.run(b)
-        return []
-    try:
-        names = transport.listdir(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    unfinished = [m.group(1) for n in names if (m := _TXN_RE.fullmatch(n))]
-    b = Batch()
-    kinds = {n: b.lstat(f"{path}/{n}") for n in names}
-    transport.run(b)
-    b = Batch()
-    for n, k in kinds.items():
-        if not k.ok:
-            continue
-        if k.value.is_dir and (_TXN_RE.fullmatch(n) or _HELD_RE.fullmatch(n) or n == "now"):
-            for inner in _listdir(transport, f"{path}/{n}"):
-                if _TEMP_RE.fullmatch(inner):
-                    b.remove(f"{path}/{n}/{inner}")
-            b.rmdir(f"{path}/{n}")
-        elif not k.value.is_dir and (n == OWNER or _TEMP_RE.fullmatch(n)):
-            b.remove(f"{path}/{n}")
-    b.rmdir(path)
-    transport.run(b)
-    return unfinished
+        attempt = retry(b, previous)
+        self.transport.run(b)
+        return attempt
 
+    def _broke(self, sighting: Sighting, limits: dict[tuple[Any, ...], tuple[float, dict[str, Any] | None]]) -> bool:
+        """Judge the lock seen; break it when it has been held longer than its holder's lease."""
+        if sighting.identity is None:
+            return False
+        age = self.watch.age(sighting)
+        if sighting.identity not in limits and age > self.ttl:
+            holder, owner_st = read_owner(self.transport)  # the holder may have asked for a longer lease
+            if owner_st is not None and identity_of(None, owner_st) != sighting.identity:
+                return False  # a new holder took the lock meanwhile: judge it when it is seen again
+            limits[sighting.identity] = (holder_ttl(holder, self.ttl), holder)
+        limit, holder = limits.get(sighting.identity, (None, None))
+        if limit is None or age <= limit:
+            return False
+        took, unfinished = break_lock(self.transport, new_token())
+        if took:
+            self._note_break(holder, self.watch.observed_for(sighting.identity), sighting.server_age, unfinished)
+        return True
 
-def _listdir(transport: Transport, path: str) -> list[str]:
-    try:
-        return transport.listdir(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
+    def _note_break(self, holder: dict[str, Any] | None, observed: float, server_age: float | None,
+                    unfinished: list[str]) -> None:
+        stamp = iso(utcnow())
+        event = {
+            "timestamp": stamp, "agent": self.agent, "event": "lock_broken",
+            "message": f"broke a stale workspace lock held by {(holder or {}).get('owner', 'an unknown holder')}",
+            "holder": holder, "observed_seconds": round(observed, 1), "server_age_seconds": server_age,
+        }
+        notes = [{"timestamp": stamp, "agent": self.agent, "event": "rolled_back", "txn": t,
+                  "message": "a stale lock held this transaction before its commit point: "
+                             "records with this txn did not take effect"} for t in unfinished]
+        self.on_event([event, *notes])
 
+    @staticmethod
+    def stage_release(b: Batch, token: str) -> tuple[Reply, Reply]:
+        """Give the lock back. The removals go through `held.<token>/..`, a path that resolves only while the
+        lock is still ours, so a holder whose lock was broken never removes the next holder's owner file.
+        Returns the replies `released` needs: the marker's removal and the lock's."""
+        held = f"{LOCK}/{held_dir(token)}"
+        b.remove(f"{held}/../{OWNER}")
+        return b.rmdir(held), b.rmdir(LOCK)
 
-def break_lock(transport: Transport, my_token: str) -> tuple[bool, list[str]]:
-    """Take a stale lock away: (whether this call took it, tokens of the commits it never made).
+    def released(self, replies: tuple[Reply, Reply], token: str) -> None:
+        """After `stage_release`: a lock that was ours but could not be removed (something foreign inside) is
+        moved aside at once, as a breaker would, rather than left for every waiter to wait out its lease."""
+        marker, lock = replies
+        if lock.ok or isinstance(lock.error, FileNotFoundError):
+            return
+        if not marker.ok:
+            self.tidy(token)  # our own names may be left: remove them, and the lock if it is still ours
+            return
+        b = Batch()
+        moved = b.rename(LOCK, stale_dir(token))
+        self.transport.run(b)
+        if moved.ok:
+            sweep(self.transport, stale_dir(token))
 
-    Only one breaker's rename can take a given lock, and it is never put back:
-    if a new holder took the lock after it was judged stale, that holder's
-    commit point fails and it retries (no two holders ever both commit).
-    """
-    away = stale_dir(my_token)
-    b = Batch()
-    moved = b.rename(LOCK, away)
-    transport.run(b)
-    if not moved.ok:
-        return False, []
-    return True, sweep(transport, away)
+    def tidy(self, token: str) -> None:
+        """Release when rmdir found leftovers: remove only our own names, and the lock only if it is ours."""
+        try:
+            names = self.transport.listdir(LOCK)
+        except (FileNotFoundError, NotADirectoryError, MavpsError):
+            return
+        if held_dir(token) not in names:
+            return  # not our lock (any more)
+        b = Batch()
+        for n in names:
+            if token in n and n != held_dir(token):
+                b.remove(f"{LOCK}/{n}")
+        replies = self.stage_release(b, token)
+        try:
+            self.transport.run(b)
+            self.released(replies, token)
+        except MavpsError:
+            pass
 
-
-def roll_forward(transport: Transport) -> list[str]:
-    """Finish applying a committed transaction left in `.mavps.commit/` (call only holding the lock).
-
-    Each temp file is renamed to the target its name gives; one already moved
-    (by its own holder, still running) is skipped. Returns the targets applied.
-    """
-    b = Batch()
-    st = b.lstat(COMMIT)
-    transport.run(b)
-    if not st.ok:
-        return []
-    if st.value.is_link or not st.value.is_dir:
-        raise UnsafePath(COMMIT, st.value.kind(), "a directory (a committed change being applied)")
-    moves: dict[str, Any] = {}
-    b = Batch()
-    for name in _listdir(transport, COMMIT):
-        m = _TEMP_RE.fullmatch(name)
-        target = unquote(m.group(1)) if m and m.group(3) == "tmp" else ""
-        if target and not target.startswith("/") and ".." not in target.split("/"):
-            moves[target] = b.replace(f"{COMMIT}/{name}", target)
-    done = b.rmdir(COMMIT)
-    transport.run(b)
-    failed = {t: r.error for t, r in moves.items() if not r.ok and not isinstance(r.error, FileNotFoundError)}
-    if failed:
-        target, err = next(iter(failed.items()))
-        raise MavpsError(f"a committed change could not be applied: {target}: {err}. It waits in {COMMIT}/; "
-                         f"make {target} a writable regular file (or remove what is in its way), then retry")
-    if not done.ok and not isinstance(done.error, FileNotFoundError):
-        b = Batch()  # something foreign inside: move it aside for `mavps doctor`, do not block every commit
-        b.rename(COMMIT, stale_dir(new_token()))
-        transport.run(b)
-    return sorted(moves)
-
-
-def unfinished_commits(names: list[str]) -> list[str]:
-    """Transactions whose directory is still inside a lock: their commit point was never reached."""
-    return sorted(m.group(1) for n in names if (m := _TXN_RE.fullmatch(n)))
+    def drop_candidate(self, cand: Candidate, handles: list[Any]) -> None:
+        """Give up a candidate that never became the lock (best effort, bounded)."""
+        b = Batch()
+        for h in handles:
+            b.close(h)
+        try:
+            self.transport.run(b)
+            sweep(self.transport, cand.path)
+        except (MavpsError, OSError):
+            pass

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Sequence
 
 from . import validate
 from .errors import CorruptState, Fenced, InvalidInput, MavpsError, NotFound, Refused
-from .models import (ARCHIVE_FILE, FINISHED, META_FILE, QUEUE_FILE, WORKERS_FILE, Task, TaskStatus, Worker,
+from .models import (TASKS_DIR, ARCHIVE_FILE, FINISHED, META_FILE, QUEUE_FILE, WORKERS_FILE, Task, TaskStatus, Worker,
                      instruction_path, load_tasks, load_workers)
 from .store import Store, Txn, log_line
 from .timeutil import after, iso, utcnow
@@ -215,7 +215,7 @@ class Queue:
             txn.log.append(event(txn, agent, "task_added", f"Added task #{task.id}: {description[:200]}", task))
             return task
 
-        return self.store.transact([QUEUE_FILE, META_FILE], change, new_files=1)
+        return self.store.transact([QUEUE_FILE, META_FILE], change, new_files=1, new_dirs=[TASKS_DIR])
 
     def claim(self, worker: str, capabilities: Sequence[str] | None = None, token: str | None = None) -> Task | None:
         """Hand the best claimable task to this worker, or None when nothing is claimable.

@@ -4,14 +4,13 @@ from __future__ import annotations
 from typing import Any
 
 from .config import Config
-from .errors import MavpsError, NotFound, TransportError, UnsafePath
+from .errors import MavpsError
 from .log import Log, parse_lines
 from .models import (META_FILE, QUEUE_FILE, TASKS_DIR, WORKERS_FILE, TaskStatus, load_tasks, load_workers)
 from .queue import Queue, QueueSettings, blocked_reason, claimable, is_stuck, known_capabilities
 from .store import LOG_FILE, Settings, Store, Txn, parse_json
 from .timeutil import iso, utcnow
 from .transport import Transport, open_transport
-from .transport.base import Batch
 from .workers import Workers, held_ids, is_online
 
 STATE_FILES = (QUEUE_FILE, WORKERS_FILE, META_FILE)
@@ -70,28 +69,7 @@ class Workspace:
     def init(self) -> dict[str, Any]:
         """Create the layout; idempotent, and never touches files already there."""
         local_root = getattr(self.transport, "root", None)
-        b = Batch()
-        made_root = b.mkdir("")
-        b.mkdir(TASKS_DIR)
-        tasks_st = b.lstat(TASKS_DIR)
-        log_st = b.lstat(LOG_FILE)
-        log = b.open(LOG_FILE, "x")  # O_EXCL: never creates anything through a planted link
-        self.transport.run(b)
-        if not made_root.ok and not isinstance(made_root.error, (FileExistsError, OSError)):
-            raise TransportError(f"cannot create {self.location}: {made_root.error}")
-        if log.ok:
-            b = Batch()
-            b.close(log.value)
-            self.transport.run(b)
-        elif not log_st.ok:
-            if isinstance(log.error, FileNotFoundError):
-                raise NotFound(f"cannot create {self.location}: its parent directory does not exist")
-            raise TransportError(f"cannot write in {self.location}: {log.error}")
-        elif not log_st.value.is_file:
-            raise UnsafePath(LOG_FILE, log_st.value.kind(), "a regular file (the comms log)")
-        if tasks_st.ok and (tasks_st.value.is_link or not tasks_st.value.is_dir):
-            raise UnsafePath(TASKS_DIR, tasks_st.value.kind(), "a directory (task instructions)")
-
+        self.store.create_layout(TASKS_DIR, LOG_FILE)
         def change(txn: Txn) -> list[str]:
             created = []
             for path, empty in ((QUEUE_FILE, []), (WORKERS_FILE, {}), (META_FILE, {"format": 1, "next_task_id": 1})):

@@ -208,6 +208,11 @@ def regular_file(path: str, lst: Reply, handle: Reply | None = None) -> Stat | N
             return None  # removed between the two requests
         if isinstance(handle.error, OSError) and handle.error.errno == 40:  # ELOOP: O_NOFOLLOW met a link
             raise UnsafePath(path, "symlink", "a regular file")
+        if isinstance(handle.error, PermissionError):
+            from ..errors import Refused
+
+            raise Refused(f"cannot open {path}: permission denied for this account; nothing was changed. "
+                          "Ask the workspace's owner to make it readable and writable for the agents' group")
         raise handle.error  # type: ignore[misc]
     return st
 

@@ -23,11 +23,16 @@ from .base import Batch, Reply, Stat, Transport
 FILE_MODE = 0o644
 DIR_MODE = 0o755
 
+# "r" and "e" open read-write: O_RDWR never blocks on a FIFO that another account planted where a state file
+# should be (O_RDONLY or O_WRONLY would hang sftp-server until someone opened the other end). A file this
+# account may not write is opened again with the plain flags ("r-", "e-") once an lstat shows it is a regular file.
 _OPEN_FLAGS = {
-    "r": proto.SFTP_FLAG_READ,
+    "r": proto.SFTP_FLAG_READ | proto.SFTP_FLAG_WRITE,
+    "r-": proto.SFTP_FLAG_READ,
+    "e-": proto.SFTP_FLAG_WRITE | proto.SFTP_FLAG_APPEND,
     "x": proto.SFTP_FLAG_WRITE | proto.SFTP_FLAG_CREATE | proto.SFTP_FLAG_EXCL,
     "a": proto.SFTP_FLAG_WRITE | proto.SFTP_FLAG_CREATE | proto.SFTP_FLAG_APPEND,
-    "e": proto.SFTP_FLAG_WRITE | proto.SFTP_FLAG_APPEND,
+    "e": proto.SFTP_FLAG_READ | proto.SFTP_FLAG_WRITE | proto.SFTP_FLAG_APPEND,
 }
 
 
@@ -187,6 +192,25 @@ class SFTPTransport(Transport):
                 reply.set(_to_stat(SFTPAttributes._from_msg(msg)))
             else:
                 reply.set(None, OSError(f"unexpected SFTP reply {t} to {op}"))
+        denied = [(args, reply) for _n, op, args, reply in pending
+                  if op == "open" and args[1] in ("r", "e") and isinstance(reply.error, PermissionError)]
+        if denied:
+            self._reopen(denied)
+
+    def _reopen(self, denied: list[tuple[tuple[Any, ...], Reply]]) -> None:
+        """Files this account may only read (or only append to): open them with the plain flags, but only once
+        an lstat shows a regular file (so a FIFO still cannot block the server). Two more round trips, rarely."""
+        look = Batch()
+        kinds = [(args, reply, look.lstat(args[0])) for args, reply in denied]
+        self.round_trips += 1
+        self._execute(look)
+        again = Batch()
+        for args, reply, kind in kinds:
+            if kind.ok and kind.value.is_file:
+                again.ops.append(("open", (args[0], args[1] + "-"), reply))
+        if again.ops:
+            self.round_trips += 1
+            self._execute(again)
 
     def _fail(self, why: str) -> None:
         self._broken = why
