@@ -430,7 +430,9 @@ class Store:
         targets = self._check_targets(b, [p for p, _ in puts], token)
         for f in changed:
             if txn.raw.get(f) is not None:
-                b.link(f, f"{L}/{f}.{token}.bak")  # the previous copy, kept as <name>.bak after the commit
+                # the previous copy, kept as <name>.bak; made through held.<token>/.. so that it lands only
+                # in our own lock (a link into a later holder's lock would keep it from being released)
+                b.link(f, f"{L}/{lk.held_dir(token)}/../{f}.{token}.bak")
         for r in txn.log:
             r.setdefault("txn", token)
         lines = b"".join(log_line(r) for r in txn.log)
