@@ -367,6 +367,8 @@ for op in sys.argv[2].split(','):
             out['claimed'] = getattr(ws.queue.claim('w2'), 'id', None)
         elif op == 'complete':
             ws.queue.complete(1, 'w1', 'done')
+        elif op == 'log':
+            ws.log.append('hello', agent='nobody')
         out[op] = 'ok'
     except MavpsError as e:
         out[op] = 'MavpsError: ' + str(e)
@@ -424,6 +426,8 @@ def sftp_as_account(sftp_only, ops: list[str], project: str) -> dict:
                     out["claimed"] = getattr(ws.queue.claim("w2"), "id", None)
                 elif op == "complete":
                     ws.queue.complete(1, "w1", "done")
+                elif op == "log":
+                    ws.log.append("hello", agent="acct")
                 out[op] = "ok"
             except MavpsError as e:
                 out[op] = "MavpsError: " + str(e)
@@ -471,19 +475,20 @@ def test_unwritable_tasks_dir_refuses_add(request, nobody_dir, kind):
 @pytest.mark.parametrize("kind", ["local", pytest.param("sftp", marks=pytest.mark.sftp)])
 @pytest.mark.parametrize("log_mode", [0o444, 0o644])
 def test_unwritable_log_refuses_every_change(request, nobody_dir, kind, log_mode):
-    """The log not writable for this account: add, claim and complete fail saying so and change nothing."""
+    """The log not writable for this account: add, claim, complete and a log append fail saying so (a
+    MavpsError naming the log) and change nothing."""
     path, run = permission_case(request, kind, nobody_dir, f"logro{log_mode:o}", 0o777, log_mode,
-                                ["add", "claim", "complete"])
+                                ["add", "claim", "complete", "log"])
     before = state_of(path)
     out = run()
-    violations = [f"{op}: {out[op]}" for op in ("add", "claim", "complete")
+    violations = [f"{op}: {out[op]}" for op in ("add", "claim", "complete", "log")
                   if not out[op].startswith("MavpsError") or LOG not in out[op]]
     after = state_of(path)
     violations += [f"{name} changed" for name in before if before[name] != after.get(name)]
     violations += [f"{name} appeared" for name in after if name not in before]
     if (path / LOCK).exists():
         violations.append("the lock was left behind")
-    figures("permission denied: log unwritable", kind, 3, 3, len(violations), error=out["add"][:200])
+    figures("permission denied: log unwritable", kind, 4, 4, len(violations), error=out["add"][:200])
     assert not violations, violations
 
 
