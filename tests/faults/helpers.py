@@ -299,7 +299,8 @@ def check_settled(ws_path: Path, n_tasks: int) -> Report:
     """check_queue without completion, where a `worker remove --force` may release a task held by the worker it
     removes (check_queue expects only the holder to release): those releases, and only those, are excused."""
     report = check_queue(ws_path, n_tasks, [], expect_done=False)
-    recs = log_records(ws_path)
+    rolled = {r.get("txn") for r in log_records(ws_path) if r.get("event") == "rolled_back"}
+    recs = [r for r in log_records(ws_path) if r.get("event") != "rolled_back" and r.get("txn") not in rolled]
     removed = {(r.get("txn"), r.get("worker")) for r in recs if r.get("event") == "worker_removed"}
     holders: dict[int, str] = {}
     excused = set()
