@@ -53,8 +53,39 @@ def sftp_settings(server: SSHServer) -> dict:
     return {"identity_file": server.client_key, "known_hosts": server.known_hosts, "ssh_config": os.devnull}
 
 
+@pytest.fixture(scope="session")
+def ssh_control() -> Iterator[Path]:
+    """A private, short control directory for the OpenSSH transport's masters; every master started in the
+    session is ended at its end (ControlPersist would keep it 10 minutes)."""
+    import shutil
+    import subprocess
+    import tempfile
+    import time
+
+    path = Path(tempfile.mkdtemp(prefix="mvssh"))
+    old = os.environ.get("MAVPS_SSH_CONTROL_DIR")
+    os.environ["MAVPS_SSH_CONTROL_DIR"] = str(path)
+    try:
+        yield path
+    finally:
+        if old is None:
+            os.environ.pop("MAVPS_SSH_CONTROL_DIR", None)
+        else:
+            os.environ["MAVPS_SSH_CONTROL_DIR"] = old
+        for sock in path.glob("mavps-*"):
+            subprocess.run(["ssh", "-F", os.devnull, "-o", f"ControlPath={sock}", "-O", "exit", "x"],
+                           capture_output=True, timeout=10, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 5
+        while any(path.glob("mavps-*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        shutil.rmtree(path, ignore_errors=True)
+
+
 class Target:
-    """Where a test's workspace lives, and how to open it from any process."""
+    """Where a test's workspace lives, and how to open it from any process.
+
+    kind: "local" (a directory), "sftp" (paramiko to the test sshd) or "openssh" (SFTP over the `ssh`
+    command with a shared ControlMaster, to the same sshd)."""
 
     def __init__(self, kind: str, path: Path, server: SSHServer | None) -> None:
         self.kind = kind
@@ -62,6 +93,8 @@ class Target:
         self.server = server
         self.url = server.url(str(path)) if server else str(path)
         self.settings = sftp_settings(server) if server else {}
+        if kind == "openssh":
+            self.settings["ssh"] = "openssh"
 
     def open(self, agent: str | None = None, **settings):
         from mavps import Workspace
@@ -69,9 +102,18 @@ class Target:
         return Workspace.open(self.url, agent=agent, **{**self.settings, **settings})
 
 
-@pytest.fixture(params=["local", pytest.param("sftp", marks=pytest.mark.sftp)])
+@pytest.fixture(params=["local", pytest.param("sftp", marks=pytest.mark.sftp),
+                        pytest.param("openssh", marks=pytest.mark.sftp)])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
-    server = request.getfixturevalue("sshd") if request.param == "sftp" else None
+    server = request.getfixturevalue("sshd") if request.param != "local" else None
+    if request.param == "openssh":
+        import shutil
+
+        if shutil.which("ssh") is None:
+            if REQUIRE_SSHD:
+                pytest.fail("MAVPS_REQUIRE_SSHD=1 but there is no OpenSSH client (ssh) for the openssh transport")
+            pytest.skip("OPENSSH TRANSPORT TESTS SKIPPED: no ssh client")
+        request.getfixturevalue("ssh_control")
     return Target(request.param, tmp_path / "ws", server)
 
 

@@ -123,6 +123,9 @@ def test_changed_host_key_is_refused(sshd, control, tmp_path):
     with pytest.raises(HostKeyError) as err:
         _open(sshd, tmp_path / "ws", known_hosts=str(other))
     assert "HOST KEY CHANGED" in str(err.value)
+    # the same advice as the paramiko stack (one mapper): the real known_hosts entry, the port kept
+    assert f"ssh-keygen -R '[127.0.0.1]:{sshd.port}'" in str(err.value)
+    assert f"mavps trust 127.0.0.1:{sshd.port}" in str(err.value)
 
 
 def test_wrong_key_is_an_authentication_error(sshd, control, tmp_path):

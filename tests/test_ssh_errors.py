@@ -54,6 +54,9 @@ def test_changed_host_key_is_refused(sshd, tmp_path: Path) -> None:
     result = run(*ws_args(sshd, tmp_path, kh), "init")
     assert result.exit_code == 1
     assert "HOST KEY CHANGED" in result.stderr and host_fingerprint(sshd) in result.stderr
+    # on a port other than 22 the advice names the entry known_hosts really has, and a trust that uses the port
+    assert f"ssh-keygen -R '[127.0.0.1]:{sshd.port}'" in result.stderr, result.stderr
+    assert f"mavps trust 127.0.0.1:{sshd.port}" in result.stderr, result.stderr
     doctor = json.loads(run("--json", *ws_args(sshd, tmp_path, kh), "doctor").stdout)
     bad = [c for c in doctor if not c["ok"]]
     assert bad[0]["check"] == "host key" and "mavps trust" in bad[0]["fix"]

@@ -10,6 +10,7 @@ from typing import Any
 import paramiko
 
 from ..errors import HostKeyError, TransportError
+from . import ssh_errors as say
 from .sftp import Endpoint, SFTPTransport
 
 
@@ -51,15 +52,13 @@ def _local_user() -> str:
 class _RefuseUnknown(paramiko.MissingHostKeyPolicy):
     """Never trust a host silently: say what its key is and how to trust it."""
 
-    def __init__(self, known_hosts: str) -> None:
+    def __init__(self, known_hosts: str, endpoint: Endpoint) -> None:
         self.known_hosts = known_hosts
+        self.endpoint = endpoint
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        raise HostKeyError(
-            f"unknown host key for {hostname}: {key.get_name()} {fingerprint(key)} is not in "
-            f"{self.known_hosts}. If that fingerprint is the server's, trust it with "
-            f"`mavps trust {hostname}` (or `ssh-keyscan` into {self.known_hosts})"
-        )
+        e = self.endpoint
+        raise say.host_key_unknown(e.alias or e.host, e.port, self.known_hosts, f"{key.get_name()} {fingerprint(key)}")
 
 
 def _open_socket(endpoint: Endpoint, timeout: float) -> Any:
@@ -86,8 +85,7 @@ def open_sftp(endpoint: Endpoint, known_hosts: str | None, connect_timeout: floa
             client.load_host_keys(known)
         except Exception as exc:
             raise HostKeyError(f"cannot read known_hosts file {known}: {exc}") from None
-    client.set_missing_host_key_policy(_RefuseUnknown(known))
-    where = f"{endpoint.user}@{endpoint.host}:{endpoint.port}"
+    client.set_missing_host_key_policy(_RefuseUnknown(known, endpoint))
     try:
         sock = _open_socket(endpoint, connect_timeout)
         client.connect(
@@ -109,33 +107,26 @@ def open_sftp(endpoint: Endpoint, known_hosts: str | None, connect_timeout: floa
     except HostKeyError:
         client.close()
         raise
-    except paramiko.BadHostKeyException as exc:
+    except Exception as exc:
         client.close()
-        raise HostKeyError(
-            f"HOST KEY CHANGED for {endpoint.host}: the server offered {exc.key.get_name()} "
-            f"{fingerprint(exc.key)}, {known} expects {fingerprint(exc.expected_key)}. This may be "
-            f"an attack. If the server was really reinstalled, remove the old key "
-            f"(`ssh-keygen -R {endpoint.host} -f {known}`) and run `mavps trust {endpoint.host}`"
-        ) from None
-    except paramiko.AuthenticationException as exc:
-        client.close()
-        tried = ", ".join(endpoint.identity_files) or "the SSH agent and default keys (~/.ssh/id_*)"
-        raise TransportError(
-            f"authentication failed for {where} (tried {tried}): {exc}. "
-            "Check the user and give the right key with --identity-file"
-        ) from None
-    except (paramiko.ssh_exception.NoValidConnectionsError, ConnectionRefusedError):
-        client.close()
-        raise TransportError(
-            f"cannot connect to {where}: connection refused. Check the host and port, and that sshd runs there"
-        ) from None
-    except (socket.timeout, TimeoutError):
-        client.close()
-        raise TransportError(
-            f"cannot reach {where}: no answer within {connect_timeout:g}s. "
-            "Check the address, the port and that sshd runs"
-        ) from None
-    except (OSError, EOFError, paramiko.SSHException) as exc:
-        client.close()
-        raise TransportError(f"cannot connect to {where}: {exc}") from None
+        raise _mapped(exc, endpoint, known, connect_timeout) from None
     return SFTPTransport(client, sftp, endpoint)
+
+
+def _mapped(exc: BaseException, endpoint: Endpoint, known: str, timeout: float) -> TransportError:
+    """paramiko's failure, in the words every stack uses (ssh_errors)."""
+    where = f"{endpoint.user}@{endpoint.host}:{endpoint.port}"
+    alias = endpoint.alias or endpoint.host
+    if isinstance(exc, paramiko.BadHostKeyException):
+        return say.host_key_changed(alias, endpoint.host, endpoint.port, known,
+                                    f"{exc.key.get_name()} {fingerprint(exc.key)}", fingerprint(exc.expected_key))
+    if isinstance(exc, paramiko.AuthenticationException) or "no authentication methods available" in str(exc).lower():
+        tried = ", ".join(endpoint.identity_files) or "the SSH agent and default keys (~/.ssh/id_*)"
+        return say.auth_failed(where, tried, str(exc))
+    if isinstance(exc, (paramiko.ssh_exception.NoValidConnectionsError, ConnectionRefusedError)):
+        return say.refused(where)
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return say.unreachable(where, timeout)
+    if isinstance(exc, (OSError, EOFError, paramiko.SSHException)):
+        return say.other(where, str(exc))
+    raise exc

@@ -30,7 +30,8 @@ from typing import IO
 
 import paramiko
 
-from ..errors import ConfigError, HostKeyError, TransportError
+from ..errors import ConfigError, TransportError
+from . import ssh_errors as say
 from .sftp import Endpoint, SFTPTransport
 
 CONTROL_PERSIST = 600  # seconds an idle master stays up
@@ -201,32 +202,23 @@ def _resolve(ssh: str, args: list[str], host: str, path: str, timeout: float) ->
 
 def _error(pipe: SSHPipe, where: str, host: str, identity_file: str | None, known: str,
            timeout: float, why: str, port: int = 22) -> Exception:
+    """What ssh printed, classified into the words every stack uses (ssh_errors)."""
     full = pipe.stderr_text()
     low = full.lower()
     said = full[-600:]
     if "remote host identification has changed" in low:
-        entry = host if port == 22 else f"'[{host}]:{port}'"
         offered = re.search(r"The fingerprint for the (\S+) key sent by the remote host is\s+(\S+?)\.?(\s|$)", full)
-        what = f"the server offered {offered.group(1)} {offered.group(2)}, " if offered else ""
-        return HostKeyError(
-            f"HOST KEY CHANGED for {host}: {what}which is not the key {known} holds for it. This may be an attack. "
-            f"If the server was really reinstalled, remove the old key (`ssh-keygen -R {entry} -f {known}`) "
-            f"and run `mavps trust {host}`")
+        key = f"{offered.group(1)} {offered.group(2)}" if offered else ""
+        return say.host_key_changed(host, host, port, known, key)
     if "host key verification failed" in low or "no matching host key" in low:
-        return HostKeyError(
-            f"unknown host key for {host}: it is not in {known} (ssh said: {said}). If the server's "
-            f"fingerprint is right, trust it with `mavps trust {host}` (or `ssh-keyscan` into {known})")
+        return say.host_key_unknown(host, port, known, said=said)
     if "permission denied" in low:
-        tried = identity_file or "ssh's agent and default keys"
-        return TransportError(f"authentication failed for {where} (tried {tried}; ssh said: {said}). "
-                              "Check the user and give the right key with --identity-file")
+        return say.auth_failed(where, identity_file or "ssh's agent and default keys", said)
     if "connection refused" in low:
-        return TransportError(f"cannot connect to {where}: connection refused. Check the host and port, "
-                              "and that sshd runs there")
+        return say.refused(where)
     if "timed out" in low or why == "timeout":
-        return TransportError(f"cannot reach {where}: no SFTP answer within {timeout:g}s. Check the address, "
-                              f"the port and that sshd runs{f' (ssh said: {said})' if said else ''}")
-    return TransportError(f"cannot open SFTP to {where} over ssh ({why}){f': {said}' if said else ''}")
+        return say.unreachable(where, timeout, said)
+    return say.other(where, f"SFTP over ssh failed ({why}){f': {said}' if said else ''}")
 
 
 def open_openssh(host: str, port: int | None, user: str | None, path: str, *,
