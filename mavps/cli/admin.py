@@ -142,8 +142,7 @@ def trust(host: str, port: int | None, yes: bool, hashed: bool) -> None:
         if not st.json:
             click.echo(f"added {info['entry']} to {info['known_hosts']}")
     info.pop("key", None)
-    if st.json:
-        emit(info, lambda d: None)
+    emit(info)
 
 
 @cli.command(epilog="Examples: mavps demo        mavps demo --workers 5 --tasks 20        "

@@ -21,7 +21,7 @@ def cat(path: str) -> None:
     st = state()
     if st.json:
         data = st.workspace().read_file(path)
-        emit({"path": path, "size": len(data), "content": data.decode("utf-8", "replace")}, lambda d: None)
+        emit({"path": path, "size": len(data), "content": data.decode("utf-8", "replace")})
         return
     out = sys.stdout.buffer
     st.workspace().stream_file(path, out.write)

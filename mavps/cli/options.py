@@ -147,11 +147,12 @@ def acting_worker(given: str | None, what: str) -> tuple[str, Workspace]:
 
 
 # ----- output ----------------------------------------------------------------------
-def emit(data: Any, human: Callable[[Any], None]) -> None:
-    """Print data: as one JSON document with --json, else through its human renderer."""
+def emit(data: Any, human: Callable[[Any], None] | None = None) -> None:
+    """Print data: as one JSON document with --json, else through its human renderer (if any: none when the
+    command showed a person its answer as it went)."""
     if state().json:
         click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
-    else:
+    elif human is not None:
         human(data)
 
 
