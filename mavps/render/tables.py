@@ -1,81 +1,18 @@
-"""Human output: rich tables and colour, and `literal`, which every human renderer puts agent text through.
+"""The rich renderers: tables of tasks and workers, the board (once or live), the doctor's checks, the demo.
 
-Text in the workspace was written by other agents, maybe strangers: a description
-of `[/etc/hosts]` must not be read as rich markup, an ESC or OSC 52 in a log message
-must not reach the terminal. So agent text goes into rich `Text` objects (never
-parsed as markup) after `literal` made its control characters visible.
-rich is imported inside the functions: `literal` is used where rich is not wanted
-(the hooks, error messages).
+Every value that came from the workspace goes through `cell`/`literal` (see safe.py);
+rich is imported inside the functions, so importing this module stays light.
 """
 from __future__ import annotations
 
-import re
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+from .safe import STATUS_STYLE, cell, console, joined, literal, status_cell
+
 if TYPE_CHECKING:
-    from rich.console import Console, Group
+    from rich.console import Group
     from rich.table import Table
-    from rich.text import Text
-
-STATUS_STYLE = {"pending": "yellow", "in_progress": "cyan", "completed": "green", "failed": "bold red",
-                "cancelled": "dim"}
-
-#: What a terminal could act on: C0 controls but tab, DEL, C1 controls; bidi overrides and line separators
-#: (they reorder or break what is shown); lone surrogates (they cannot be printed at all).
-_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069"
-                     "\ud800-\udfff]")
-_NAMED = {"\n": "\\n", "\r": "\\r"}
-
-
-def _visible(char: str) -> str:
-    code = ord(char)
-    return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
-
-
-def literal(value: object, multiline: bool = False) -> str:
-    """Agent text made safe to print: control characters shown as escapes (ESC as `\\x1b`).
-
-    Newlines are kept with `multiline` (instructions), else shown as `\\n` so that one
-    text cannot fake lines or table rows; tabs are kept. Markup is left alone: print the
-    result as a rich `Text` (see `cell`) or with markup off.
-    """
-    if value is None:
-        return ""
-    text = value if isinstance(value, str) else str(value)
-    if multiline:
-        text = text.replace("\r\n", "\n")
-    if not _UNSAFE.search(text):
-        return text
-    if multiline:
-        return _UNSAFE.sub(lambda m: m.group() if m.group() == "\n" else _visible(m.group()), text)
-    return _UNSAFE.sub(lambda m: _visible(m.group()), text)
-
-
-def cell(value: object, style: str = "", multiline: bool = False) -> Text:
-    """Agent text as a rich Text: shown literally, never parsed as markup."""
-    from rich.text import Text
-
-    return Text(literal(value, multiline), style=style)
-
-
-def console() -> Console:
-    """A console on the current stdout (tests swap it), wide enough for tables in pipes."""
-    from rich.console import Console
-
-    c = Console(highlight=False)
-    if not c.is_terminal:
-        c = Console(highlight=False, width=max(c.width, 120))
-    return c
-
-
-def _status(s: object) -> Text:
-    shown = literal(s)
-    return cell(shown, STATUS_STYLE.get(shown, ""))
-
-
-def _joined(values: Iterable[object] | None) -> str:
-    return ",".join(literal(v) for v in values or [])
 
 
 def tasks_table(rows: Iterable[dict[str, Any]], title: str | None = None) -> Table:
@@ -86,8 +23,8 @@ def tasks_table(rows: Iterable[dict[str, Any]], title: str | None = None) -> Tab
         t.add_column(col, justify="right" if col in ("id", "prio", "tries") else "left",
                      overflow="fold" if col == "description" else "ellipsis")
     for r in rows:
-        t.add_row(cell(r["id"]), _status(r["status"]), cell(r["description"]), cell(_joined(r.get("requires"))),
-                  cell(_joined(r.get("depends_on"))), cell(r.get("priority", 0)), cell(r.get("claimed_by")),
+        t.add_row(cell(r["id"]), status_cell(r["status"]), cell(r["description"]), cell(joined(r.get("requires"))),
+                  cell(joined(r.get("depends_on"))), cell(r.get("priority", 0)), cell(r.get("claimed_by")),
                   cell(f"{literal(r.get('attempts', 0))}/{literal(r.get('max_attempts', '?'))}"))
     return t
 
@@ -125,7 +62,7 @@ def workers_table(rows: Iterable[dict[str, Any]]) -> Table:
         t.add_column(col)
     for r in rows:
         t.add_row(cell(r["id"]), Text("online", style="green") if r.get("online") else Text("offline", style="dim"),
-                  cell(r.get("status")), cell(_joined(r.get("capabilities"))),
+                  cell(r.get("status")), cell(joined(r.get("capabilities"))),
                   cell("" if r.get("current_task") is None else f"#{literal(r['current_task'])}"),
                   cell(r.get("last_heartbeat")))
     return t
@@ -215,15 +152,15 @@ def demo_summary(s: dict[str, Any]) -> None:
     for col in ("task", "description", "needs", "after", "done by", "attempts", "status"):
         t.add_column(col)
     for r in s["rows"]:
-        t.add_row(cell(r["id"]), cell(r["description"]), cell(_joined(r["requires"])), cell(_joined(r["depends_on"])),
-                  cell(r["worker"]), cell(r["attempts"]), _status(r["status"]))
+        t.add_row(cell(r["id"]), cell(r["description"]), cell(joined(r["requires"])), cell(joined(r["depends_on"])),
+                  cell(r["worker"]), cell(r["attempts"]), status_cell(r["status"]))
     c.print(t)
     per = Table(title="per worker", header_style="bold")
     per.add_column("worker")
     per.add_column("capabilities")
     per.add_column("completed", justify="right")
     for w, info in s["per_worker"].items():
-        per.add_row(cell(w), cell(_joined(info["capabilities"])), cell(info["completed"]))
+        per.add_row(cell(w), cell(joined(info["capabilities"])), cell(info["completed"]))
     c.print(per)
     check = s["check"]
     if check["ok"]:

@@ -1,0 +1,29 @@
+"""The `mavps` command: a thin click layer over the library.
+
+Parse, call one library function, print. Only this package (and the hooks) touches
+click, stdin/stdout, the environment and exit codes; what a person sees is drawn by
+mavps.render.
+
+    app.py      the group, global options, lazy hook commands, the error boundary (exit codes)
+    options.py  the shared options, the workspace opened on first use, emit/die
+    tasks.py    task add/list/show/cancel/requeue, ready
+    work.py     claim, complete, fail, release, reap
+    workers.py  worker register/heartbeat/list/remove
+    logs.py     log (append, read, follow)
+    files.py    cat, put
+    admin.py    init, status, edit, unlock, cleanup, doctor, trust, demo
+    hooks.py    hook, install-hooks (defined in mavps.hookcli, loaded on first use)
+
+Startup stays quick for agents: rich, paramiko and the workspace machinery are
+imported inside the commands that need them, never here.
+"""
+from __future__ import annotations
+
+from . import admin, files, logs, tasks, work, workers  # noqa: F401 - each registers its commands on `cli`
+from .admin import EDIT_TTL, STATE_ALIASES
+from .app import MavpsGroup, cli, main
+from .hooks import LAZY_COMMANDS
+from .options import EXIT_NOTHING, State, common, die, emit, state
+
+__all__ = ["EDIT_TTL", "EXIT_NOTHING", "LAZY_COMMANDS", "STATE_ALIASES", "MavpsGroup", "State", "cli", "common",
+           "die", "emit", "main", "state"]

@@ -1,0 +1,4 @@
+"""`python -m mavps.cli ...` is the same as the `mavps` command."""
+from . import main
+
+main()

@@ -1,0 +1,114 @@
+"""The coordinator's commands: `task add/list/show/cancel/requeue` and `ready`."""
+from __future__ import annotations
+
+from typing import IO
+
+import click
+
+from .. import render
+from ..render import plain
+from .app import cli
+from .options import common, emit, emit_task, state, task_id_argument, task_out
+
+STATUSES = ["pending", "in_progress", "completed", "failed", "cancelled"]
+
+
+@cli.group(epilog="Example: mavps task add 'Write the parser' --requires backend")
+def task() -> None:
+    """Add, list, show, cancel and requeue tasks."""
+
+
+@task.command("add", epilog="Example: mavps task add 'Add login form' --instructions 'See docs/ui.md' "
+                            "--requires frontend --depends-on 3")
+@click.argument("description")
+@click.option("--instructions", "instructions", metavar="TEXT", help="Instructions text.")
+@click.option("--instructions-file", type=click.File("r", encoding="utf-8"), metavar="FILE",
+              help="Read the instructions from a local file ('-' for stdin).")
+@click.option("--template", metavar="NAME", help="Fill in a built-in instructions template (task-instructions) "
+              "or a .md file of yours.")
+@click.option("--context", "context", multiple=True, metavar="PATH", help="Context file in the workspace (repeatable).")
+@click.option("--requires", multiple=True, metavar="CAP", help="Capability a worker needs (repeatable).")
+@click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
+@click.option("--depends-on", type=int, multiple=True, metavar="ID", help="Task that must complete first (repeatable).")
+@click.option("--max-attempts", type=int, help="Claims before the task fails for good (default: max_attempts).")
+@common
+def task_add(description: str, instructions: str | None, instructions_file: IO[str] | None, template: str | None,
+             context: tuple[str, ...], requires: tuple[str, ...], priority: int, depends_on: tuple[int, ...],
+             max_attempts: int | None) -> None:
+    """Add a task to the queue."""
+    given = [x for x in (instructions, instructions_file, template) if x is not None]
+    if len(given) > 1:
+        raise click.UsageError("give at most one of --instructions, --instructions-file, --template")
+    ws = state().workspace()
+    if instructions_file is not None:
+        instructions = instructions_file.read()
+    elif template is not None:
+        instructions = _template(template, description, context, requires)
+    t = ws.queue.add(description, instructions, context_files=context, requires=requires, priority=priority,
+                     depends_on=depends_on, max_attempts=max_attempts)
+    emit_task(t, "Added")
+
+
+def _template(name: str, description: str, context: tuple[str, ...], requires: tuple[str, ...]) -> str:
+    from ..templates import render_task_template
+
+    return render_task_template(name, {"description": description, "context_files": list(context),
+                                       "requirements": list(requires) or None})
+
+
+@task.command("list", epilog="Example: mavps task list --status pending --json")
+@click.option("--status", type=click.Choice(STATUSES), help="Only tasks with this status.")
+@click.option("--worker", "worker", metavar="ID", help="Only tasks claimed by this worker.")
+@click.option("--all", "include_archived", is_flag=True, help="Include archived finished tasks.")
+@common
+def task_list(status: str | None, worker: str | None, include_archived: bool) -> None:
+    """List tasks."""
+    tasks = state().workspace().queue.list(status=status, worker=worker, include_archived=include_archived)
+    emit([task_out(t) for t in tasks], render.tasks)
+
+
+@task.command("show", epilog="Example: mavps task show 7")
+@task_id_argument
+@common
+def task_show(task_id: str) -> None:
+    """Show a task and its instructions."""
+    q = state().workspace().queue
+    t = q.get(task_id)
+    text, problem = q.read_instructions(t)
+    emit({**task_out(t, text), "instructions_error": problem, "blocked_reason": q.blocked_reason(t)}, plain.task_shown)
+
+
+@task.command("cancel", epilog="Example: mavps task cancel 7")
+@task_id_argument
+@common
+def task_cancel(task_id: str) -> None:
+    """Cancel a task (a worker holding it will have its result refused)."""
+    emit_task(state().workspace().queue.cancel(task_id), "Cancelled")
+
+
+@task.command("requeue", epilog="Example: mavps task requeue 7")
+@task_id_argument
+@common
+def task_requeue(task_id: str) -> None:
+    """Put a failed or cancelled task back in the queue with fresh attempts."""
+    emit_task(state().workspace().queue.requeue(task_id), "Requeued")
+
+
+@cli.command(epilog="Examples: mavps ready --capability backend --json        mavps ready --blocked --json")
+@click.option("--capability", "capabilities", multiple=True, metavar="CAP",
+              help="Only what a worker with these capabilities could claim (repeatable).")
+@click.option("--blocked", is_flag=True, help="Instead: the pending tasks that cannot be claimed now, each with "
+              "why (blocked_reason).")
+@common
+def ready(capabilities: tuple[str, ...], blocked: bool) -> None:
+    """What is claimable now, then why the other pending tasks wait."""
+    q = state().workspace().queue
+
+    def waiting() -> list[dict]:
+        return [{**task_out(t), "blocked_reason": why} for t, why in q.waiting()]
+
+    if blocked:
+        emit(waiting(), lambda rows: plain.ready(rows, "no pending task waits", rows))
+        return
+    tasks = q.ready(list(capabilities) if capabilities else None)
+    emit([task_out(t) for t in tasks], lambda rows: plain.ready(rows, "nothing is claimable now", waiting()))

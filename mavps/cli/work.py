@@ -1,0 +1,78 @@
+"""A worker's commands: `claim`, `complete`, `fail`, `release`; and `reap` for anyone."""
+from __future__ import annotations
+
+import click
+
+from ..render import plain
+from .app import cli
+from .options import (EXIT_NOTHING, acting_worker, common, emit, emit_task, state, task_id_argument, task_out,
+                      worker_option)
+
+_HOLDER = "The worker holding the task [MAVPS_WORKER_ID]."
+
+
+@cli.command(epilog="Example: mavps claim --worker worker-1 --capability backend   "
+                    "(exit 3 when nothing is claimable)")
+@worker_option("The worker claiming [MAVPS_WORKER_ID].")
+@click.option("--capability", "capabilities", multiple=True, metavar="CAP",
+              help="This worker's capabilities (repeatable; default: as registered, or MAVPS_CAPABILITIES).")
+@common
+def claim(worker: str | None, capabilities: tuple[str, ...]) -> None:
+    """Claim the best claimable task, and print it with its instructions.
+
+    Exits 3 when nothing is claimable (with --json it prints `null`), so scripts can loop on it.
+    """
+    st = state()
+    wid, ws = acting_worker(worker, "claim")
+    cfg = st.config()
+    caps = list(capabilities) if capabilities else (list(cfg.capabilities) if cfg.capabilities else None)
+    got = ws.queue.get_work(wid, caps)  # a task it already holds comes back first: a lost answer strands nothing
+    t = got.task
+    if t is None:
+        if st.json:
+            click.echo("null")
+        else:
+            click.echo(f"nothing claimable for {wid} right now (see `mavps ready`)", err=True)
+        raise click.exceptions.Exit(EXIT_NOTHING)
+    text, problem = ws.queue.read_instructions(t)  # the claim is made: it is reported even if this fails
+    data = {**task_out(t, text), "already_held": got.already_held, "instructions_error": problem}
+    emit(data, lambda d: plain.claimed(d, wid, st.given_flags()))
+
+
+@cli.command(epilog="Example: mavps complete 7 --worker worker-1 --result 'parser done, tests pass'")
+@task_id_argument
+@worker_option(_HOLDER)
+@click.option("--result", metavar="TEXT", help="What was done (kept with the task).")
+@common
+def complete(task_id: str, worker: str | None, result: str | None) -> None:
+    """Mark a task you hold as completed."""
+    wid, ws = acting_worker(worker, "complete")
+    emit_task(ws.queue.complete(task_id, wid, result), "Completed")
+
+
+@cli.command(epilog="Example: mavps fail 7 --worker worker-1 --error 'tests fail on CI, see log'")
+@task_id_argument
+@worker_option(_HOLDER)
+@click.option("--error", metavar="TEXT", help="What went wrong.")
+@common
+def fail(task_id: str, worker: str | None, error: str | None) -> None:
+    """Report a task you hold as failed (it is retried while attempts remain)."""
+    wid, ws = acting_worker(worker, "fail")
+    emit_task(ws.queue.fail(task_id, wid, error), "Failed")
+
+
+@cli.command(epilog="Example: mavps release 7 --worker worker-1")
+@task_id_argument
+@worker_option(_HOLDER)
+@common
+def release(task_id: str, worker: str | None) -> None:
+    """Give a task you hold back to the queue, untried."""
+    wid, ws = acting_worker(worker, "release")
+    emit_task(ws.queue.release(task_id, wid), "Released")
+
+
+@cli.command(epilog="Example: mavps reap")
+@common
+def reap() -> None:
+    """Return tasks whose lease expired to the queue now (any claim does it too)."""
+    emit([task_out(t) for t in state().workspace().queue.reap()], plain.reaped)

@@ -1,0 +1,192 @@
+"""The CLI's one-line answers and the worker's view of a claimed task, printed with click.
+
+Each function takes the data a command emits (what `--json` prints) and shows it to
+a person; agent text goes through `literal`. click strips our colours when stdout is
+not a terminal, as before.
+"""
+from __future__ import annotations
+
+import shlex
+from typing import Any, Callable
+
+import click
+
+from . import tables
+from .safe import literal
+
+_EVENT_COLOURS = {"task_completed": "green", "task_failed": "red", "task_claimed": "cyan", "lease_expired": "yellow",
+                  "lock_broken": "magenta", "task_added": "blue", "message": None}
+
+
+def ids(values: list[Any]) -> str:
+    """Task ids as `#1, #2`."""
+    return ", ".join(f"#{i}" for i in values)
+
+
+# ----- tasks ---------------------------------------------------------------------------
+def one_task(verb: str) -> Callable[[dict], None]:
+    """`Added task #3 (pending): ...`: the answer of every command that changes one task."""
+    def human(t: dict) -> None:
+        holder = f" by {literal(t['claimed_by'])}" if t.get("claimed_by") and t["status"] == "in_progress" else ""
+        click.echo(f"{verb} task #{t['id']} ({literal(t['status'])}{holder}): {literal(t['description'])}")
+    return human
+
+
+def task_shown(d: dict) -> None:
+    """`task show`: the task, its instructions, and why it cannot be read or claimed."""
+    tables.task_detail(d)
+    for key, label in (("instructions_error", "the instructions could not be read"), ("blocked_reason", "why")):
+        if d[key]:
+            click.echo(f"{label}: {literal(d[key])}")
+
+
+def ready(rows: list[dict], empty: str, waiting: list[dict]) -> None:
+    """`ready`: the claimable tasks, then each waiting one with why (stuck ones first)."""
+    from ..queue import is_stuck
+
+    tables.tasks(rows, empty=empty)
+    for r in sorted(waiting, key=lambda r: (not is_stuck(r["blocked_reason"]), r["id"])):
+        click.echo(f"#{r['id']} {literal(r['blocked_reason'])}")
+
+
+def claimed(d: dict, wid: str, flags: str) -> None:
+    """`claim`: the task for the worker, its instructions, and the commands that finish it."""
+    q = shlex.quote
+    if d["already_held"]:
+        click.secho(f"You already hold task #{d['id']}: here it is again (lease renewed). Finish, fail or "
+                    "release it before you claim another.", bold=True)
+    click.secho(f"Claimed task #{d['id']}: {literal(d['description'])}", bold=True)
+    click.echo(f"attempt {d['attempts']} of {d['max_attempts']}; lease until {literal(d['lease_expires_at'])} "
+               f"(renew with `mavps{flags} worker heartbeat {q(wid)}`)")
+    if d.get("context_files"):
+        click.echo("context files: " + ", ".join(map(literal, d["context_files"])))
+    click.echo(f"\n--- instructions ({literal(d.get('instruction_file'))}) ---")
+    if d["instructions_error"]:
+        click.echo(f"(the instructions could not be read: {literal(d['instructions_error'])}; the task is "
+                   "still yours: ask the coordinator, or give it back with the command below)")
+    else:
+        click.echo(literal(d.get("instructions") or "(none)", multiline=True).rstrip("\n"))
+    click.echo("--- end of instructions ---\n")
+    click.echo("When done:    " + f"mavps{flags} complete {d['id']} --worker {q(wid)} --result 'what you did'")
+    click.echo("If it fails:  " + f"mavps{flags} fail {d['id']} --worker {q(wid)} --error 'what went wrong'")
+    click.echo("To give back: " + f"mavps{flags} release {d['id']} --worker {q(wid)}")
+
+
+def reaped(rows: list[dict]) -> None:
+    click.echo(f"reaped {len(rows)} expired lease(s)" + (": " + ids([r["id"] for r in rows]) if rows else ""))
+
+
+# ----- workers -------------------------------------------------------------------------
+def registered(d: dict) -> None:
+    click.echo(f"registered {d['id']}" + (f" ({', '.join(d['capabilities'])})" if d["capabilities"] else ""))
+
+
+def heartbeat(d: dict) -> None:
+    click.echo(f"{d['id']} alive; leases renewed: " + (ids(d["held_tasks"]) or "none held"))
+
+
+def workers(rows: list[dict]) -> None:
+    """`worker list`: the table shows one task per worker; a worker may hold more (from the queue)."""
+    tables.workers(rows)
+    for r in rows:
+        if len(r["held_tasks"]) > 1:
+            click.echo(f"{literal(r['id'])} holds {len(r['held_tasks'])} tasks: " + ids(r["held_tasks"]))
+
+
+def removed(d: dict) -> None:
+    click.echo(f"removed {d['id']}")
+
+
+# ----- log and files -------------------------------------------------------------------
+def logged(r: dict) -> None:
+    click.echo(f"logged as {r['agent']}")
+
+
+def log_line(r: dict) -> str:
+    """One record of the comms log: written by other agents, so shown literally."""
+    stamp = literal(r.get("timestamp", ""))
+    stamp = stamp[11:19] if len(stamp) >= 19 else stamp
+    agent = click.style(f"{literal(r.get('agent', '?')):<14}", bold=True)
+    msg = literal(r.get("message", ""))
+    ev = r.get("event")
+    colour = _EVENT_COLOURS.get(ev, None) if isinstance(ev, str) else None
+    if colour:
+        msg = click.style(msg, fg=colour)
+    return f"{stamp} {agent} {msg}"
+
+
+def log_records(rows: list[dict]) -> None:
+    for r in rows:
+        click.echo(log_line(r))
+
+
+def wrote(d: dict) -> None:
+    click.echo(f"wrote {d['path']} ({d['size']} bytes)")
+
+
+# ----- admin ---------------------------------------------------------------------------
+def initialised(r: dict) -> None:
+    made = ", ".join(r["created"]) if r["created"] else "nothing new (already initialised)"
+    click.echo(f"workspace {r['workspace']}: created {made}")
+
+
+def edited(r: dict) -> None:
+    click.echo(f"{r['file']}: {'saved' if r['changed'] else 'unchanged'}")
+
+
+def holder(info: dict) -> str:
+    """Who holds the lock: owner.json is written by whoever took the lock, so shown literally."""
+    h = info.get("holder") or {}
+    return (f"{literal(h.get('owner', 'an unknown holder'))} on {literal(h.get('host', '?'))} "
+            f"(pid {literal(h.get('pid', '?'))})")
+
+
+def _planted(info: dict) -> str:
+    if info.get("broken"):
+        return (f".mavps.lock was a {info['planted']}, not a lock mavps made: removed it (as itself, "
+                "never following it)")
+    return (f".mavps.lock is a {info['planted']}, not a lock mavps made (another account may have "
+            "planted it): `mavps unlock --force` removes it as itself, never following it")
+
+
+def _held(info: dict) -> list[str]:
+    age = info.get("held_for")
+    held = f" for {age:.0f}s (server clock)" if age is not None else ""
+    stale = " - STALE" if info.get("stale") else ""
+    lines = [f"lock held by {holder(info)}{held}, lease {info['ttl']:g}s{stale}"]
+    if info.get("broken"):
+        lines.append("lock broken; the event is in the log")
+    elif info.get("result"):
+        lines.append(f"lock not broken: it was {info['result']} (someone else got there first)")
+    else:
+        lines.append("break it with `mavps unlock --force` only if that holder is dead")
+    return lines
+
+
+def unlock(info: dict) -> None:
+    """`unlock`: who holds the lock (or what was planted in its place), what was broken or removed."""
+    if not info["held"]:
+        lines = ["the workspace lock is free"]
+    elif info.get("planted"):
+        lines = [_planted(info)]
+    else:
+        lines = _held(info)
+    if info["leftovers_removed"]:
+        lines.append(f"removed {len(info['leftovers_removed'])} leftover lock director(ies): "
+                     + ", ".join(map(literal, info["leftovers_removed"])))
+    for line in lines:
+        click.echo(line)
+
+
+def cleaned(r: dict) -> None:
+    gone = r["temp_files_removed"] + r["lock_leftovers_removed"]
+    shown = ", ".join(p if p.isprintable() else repr(p) for p in gone)
+    click.echo(f"removed {len(gone)}: {shown}" if gone else "nothing to remove")
+
+
+def trust_offer(info: dict) -> list[str]:
+    """What `trust` shows before asking: the key offered, and whether it is already known."""
+    lines = [f"{info['entry']} offers {info['key_type']} {info['fingerprint']}"]
+    if info["known"] == "same":
+        lines.append(f"already trusted in {info['known_hosts']}")
+    return lines
