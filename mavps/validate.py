@@ -56,8 +56,9 @@ def task_id(value: object) -> int:
     """Task ids are positive integers; strings of digits are accepted."""
     if isinstance(value, bool):
         raise InvalidInput(f"invalid task id {value!r}: a positive integer")
-    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 18:
-        value = int(value.strip())
+    digits = value.strip() if isinstance(value, str) else ""
+    if digits.isascii() and digits.isdigit() and len(digits) <= 18:  # not '²' or '٣': isdigit() says yes
+        value = int(digits)
     if not isinstance(value, int) or value <= 0 or value >= 2**53:
         raise InvalidInput(f"invalid task id {value!r}: a positive integer")
     return value
