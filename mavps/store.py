@@ -19,7 +19,6 @@ if written, are followed by a `rolled_back` record naming the transaction).
 """
 from __future__ import annotations
 
-import json
 import random
 import time
 from dataclasses import dataclass, field
@@ -27,14 +26,15 @@ from datetime import datetime
 from typing import Any, Callable, Sequence, TypeVar
 
 from . import lock as lk
-from .errors import CorruptState, InvalidInput, LockLost, LockTimeout, MavpsError, NotFound, TransportError, UnsafePath
+from .defaults import LOCK_TIMEOUT, LOCK_TTL, MAX_LOG_LINE
+from .errors import InvalidInput, LockLost, LockTimeout, MavpsError, NotFound, TransportError, UnsafePath
+from .state import dumps, log_line, parse_json  # noqa: F401  (their old home: store.dumps, store.parse_json)
 from .timeutil import from_epoch, iso, utcnow
 from .transport.base import Batch, Reply, Stat, Transport, joined, opened_is, regular_file
 
 T = TypeVar("T")
 
 LOG_FILE = "agent-comms.jsonl"
-MAX_LOG_LINE = 32 * 1024  # larger appends could interleave with other writers
 
 # Waiting for a busy lock. Retries back off with jitter from POLL_FIRST up to
 # POLL_CAP; a waiter that has waited AGE_AFTER seconds polls at most POLL_AGED
@@ -49,29 +49,6 @@ POLL_AGED = 0.04
 AGE_AFTER = 1.0
 COURTESY = 0.05
 CONTENDED_FOR = 2.0  # seconds after a contended transaction during which the next one yields
-
-
-def dumps(value: Any) -> bytes:
-    """Pretty JSON for files people read with cat and jq."""
-    return (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-
-
-def log_line(record: dict[str, Any]) -> bytes:
-    return (json.dumps(record, ensure_ascii=False, separators=(", ", ": ")) + "\n").encode("utf-8")
-
-
-def parse_json(path: str, data: bytes) -> Any:
-    """Parse a state file; a bad one is reported with its position, never rewritten."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise CorruptState(path, f"not UTF-8 text (byte {exc.start})") from None
-    if not text.strip():
-        raise CorruptState(path, "the file is empty")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CorruptState(path, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
 
 
 @dataclass
@@ -112,8 +89,8 @@ class Txn:
 
 @dataclass
 class Settings:
-    lock_ttl: float = 10.0
-    lock_timeout: float = 30.0
+    lock_ttl: float = LOCK_TTL
+    lock_timeout: float = LOCK_TIMEOUT
 
 
 @dataclass

@@ -4,12 +4,11 @@ from __future__ import annotations
 import posixpath
 import re
 
+from .defaults import MAX_DESCRIPTION, MAX_TEXT  # noqa: F401  (validate.MAX_DESCRIPTION: its old name)
 from .errors import InvalidInput
 
 WORKER_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 CAPABILITY_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-MAX_DESCRIPTION = 4096
-MAX_TEXT = 1024 * 1024
 
 
 def worker_id(value: object) -> str:
@@ -77,7 +76,7 @@ def relative_path(value: object, what: str = "path") -> str:
     if ".." in parts:
         raise InvalidInput(f"{what} {value!r} leaves the workspace ('..' is not allowed)")
     clean = posixpath.normpath("/".join(parts))
-    if clean in (".", "") :
+    if clean in (".", ""):
         raise InvalidInput(f"invalid {what} {value!r}: names the workspace itself")
     return clean
 
