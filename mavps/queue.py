@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Callable, Iterable, Sequence
 
 from . import validate
-from .defaults import ARCHIVE_BATCH, KEEP_FINISHED, LEASE_TTL, MAX_ATTEMPTS, MAX_PRIORITY, MAX_RESULT, RANGES
+from .defaults import ARCHIVE_BATCH, KEEP_FINISHED, LEASE_TTL, MAX_ATTEMPTS, MAX_RESULT  # noqa: F401
 from .errors import InvalidInput, MavpsError, NotFound
 from .models import ARCHIVE_FILE, META_FILE, QUEUE_FILE, WORKERS_FILE, Task, TaskStatus, Worker, instruction_path
 from .rules import (already_completed, as_reaped, blocked_reason, by_token, check_holder, claimable,  # noqa: F401
@@ -25,11 +25,10 @@ from .rules import reap as reap_leases
 from .state import (archive_lines, dump_tasks, dump_workers, load_meta, load_tasks, load_workers,  # noqa: F401
                     parse_archive, read_tasks, read_workers)
 from .store import Store, Txn
+from .workers import ensure_worker, event
 from .timeutil import utcnow
 
-# The names above marked noqa stay importable from here (queue.claimable, queue.KEEP_FINISHED, ...): their old home.
-__all__ = ["ARCHIVE_BATCH", "KEEP_FINISHED", "Claimed", "NextTask", "Queue", "QueueSettings", "event",
-           "ensure_worker", "archive"]
+# The imports marked noqa keep their old names importable from here (queue.claimable, queue.KEEP_FINISHED, ...).
 
 #: What a holder's verb does to the task (and logs), given the transaction, the task and the worker's id.
 Apply = Callable[[Txn, Task, str], None]
@@ -153,8 +152,11 @@ class Queue:
         """Add a pending task; its instructions go to tasks/task-<id>-instructions.md."""
         if instructions is not None and instruction_file is not None:
             raise InvalidInput("give instructions as text or as an existing file, not both")
-        draft = self._draft(description, instruction_file, context_files, requires, priority, depends_on,
-                            max_attempts, extra)
+        checked = validate.task_fields(description, instruction_file, context_files, requires, priority, depends_on,
+                                       self.settings.max_attempts if max_attempts is None else max_attempts)
+        draft = Task(id=0, **checked)
+        if extra:
+            draft.extra = {k: v for k, v in extra.items() if k not in draft.to_dict()}
         text = None if instructions is None else validate.text(instructions, "instructions")
         agent = validate.agent_name(agent or self.agent)
         if draft.instruction_file is not None:
@@ -178,26 +180,6 @@ class Queue:
             return task
 
         return self.store.transact([QUEUE_FILE, META_FILE], change, new_files=1)
-
-    def _draft(self, description: str, instruction_file: str | None, context_files: Sequence[str],
-               requires: Sequence[str], priority: int, depends_on: Sequence[int], max_attempts: int | None,
-               extra: dict[str, Any] | None) -> Task:
-        """The new task as checked from what the caller gave (its id and stamps come in the transaction)."""
-        low, high = RANGES["max_attempts"]
-        task = Task(
-            id=0,
-            description=validate.text(description, "description", validate.MAX_DESCRIPTION, allow_empty=False),
-            instruction_file=None if instruction_file is None else validate.relative_path(instruction_file,
-                                                                                          "instruction_file"),
-            context_files=[validate.relative_path(c, "context file") for c in context_files],
-            requires=validate.capabilities(list(requires)),
-            priority=validate.integer(priority, "priority", -MAX_PRIORITY, MAX_PRIORITY),
-            depends_on=sorted({validate.task_id(d) for d in depends_on}),
-            max_attempts=validate.integer(self.settings.max_attempts if max_attempts is None else max_attempts,
-                                          "max_attempts", int(low), int(high)))
-        if extra:
-            task.extra = {k: v for k, v in extra.items() if k not in task.to_dict()}
-        return task
 
     def _check_exists(self, path: str) -> None:
         from .files import read_file
@@ -224,9 +206,7 @@ class Queue:
         `token` makes a retry safe: a claim repeated with the token of one that
         already happened returns that task instead of claiming another.
         """
-        worker = validate.worker_id(worker)
-        caps = None if capabilities is None else validate.capabilities(list(capabilities))
-        token = token or secrets.token_hex(8)
+        worker, caps, token = _asking(worker, capabilities, token)
 
         def change(txn: Txn) -> Task | None:
             tasks, workers = self._load(txn)
@@ -249,9 +229,7 @@ class Queue:
         unreadable instruction file) must not strand the task it claimed; asking
         again hands that task back instead of claiming another.
         """
-        worker = validate.worker_id(worker)
-        caps = None if capabilities is None else validate.capabilities(list(capabilities))
-        token = token or secrets.token_hex(8)
+        worker, caps, token = _asking(worker, capabilities, token)
 
         def change(txn: Txn) -> Claimed:
             tasks, workers = self._load(txn)
@@ -280,9 +258,7 @@ class Queue:
         Returns what the worker holds or was just given, and the queue and the
         worker's record as committed (so the caller needs no second look).
         """
-        worker = validate.worker_id(worker)
-        caps = None if capabilities is None else validate.capabilities(list(capabilities))
-        token = secrets.token_hex(8)
+        worker, caps, token = _asking(worker, capabilities, None)
 
         def change(txn: Txn) -> NextTask:
             tasks, workers = self._load(txn)
@@ -430,27 +406,10 @@ class Queue:
         txn.write(WORKERS_FILE, dump_workers(workers))
 
 
-# ----- what the verbs share with workers.py -------------------------------------------------------
-def event(txn: Txn, agent: str, name: str, message: str, task: Task | None, **fields: Any) -> dict[str, Any]:
-    """A log record about a task, stamped with the transaction's time."""
-    record: dict[str, Any] = {"timestamp": txn.stamp, "agent": agent, "message": message, "event": name}
-    if task is not None:
-        record["task_id"] = task.id
-        record["status"] = task.status.value
-    record.update(fields)
-    return record
-
-
-def ensure_worker(txn: Txn, workers: dict[str, Worker], wid: str, caps: list[str] | None) -> Worker:
-    """The worker's record, registered on first sight; `caps` (when given) replace its capabilities."""
-    w = workers.get(wid)
-    if w is None:
-        w = workers[wid] = Worker(id=wid, capabilities=caps or [], registered_at=txn.stamp, last_heartbeat=txn.stamp)
-        txn.log.append({"timestamp": txn.stamp, "agent": wid, "message": f"Registered worker {wid}",
-                        "event": "worker_registered", "worker": wid, "capabilities": w.capabilities})
-    elif caps is not None and caps != w.capabilities:
-        w.capabilities = caps
-    return w
+def _asking(worker: str, capabilities: Sequence[str] | None, token: str | None) -> tuple[str, list[str] | None, str]:
+    """A worker asking for work, checked: its id, its capabilities (None: as registered), the claim's token."""
+    caps = None if capabilities is None else validate.capabilities(list(capabilities))
+    return validate.worker_id(worker), caps, token or secrets.token_hex(8)
 
 
 def archive(txn: Txn, tasks: list[Task]) -> list[Task]:

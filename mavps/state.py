@@ -37,6 +37,16 @@ def parse_json(path: str, data: bytes) -> Any:
         raise CorruptState(path, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
 
 
+def task_event(stamp: str, agent: str, name: str, message: str, task: Task | None, **fields: Any) -> dict[str, Any]:
+    """A record for the comms log about a task (its id and status as they are now)."""
+    record: dict[str, Any] = {"timestamp": stamp, "agent": agent, "message": message, "event": name}
+    if task is not None:
+        record["task_id"] = task.id
+        record["status"] = task.status.value
+    record.update(fields)
+    return record
+
+
 # ----- the queue ---------------------------------------------------------------------
 def load_tasks(raw: Any, path: str = QUEUE_FILE) -> list[Task]:
     """Tasks from the parsed queue file (None: no file yet); ids must be unique."""

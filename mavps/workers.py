@@ -9,9 +9,8 @@ from . import validate
 from .defaults import WORKER_TIMEOUT
 from .errors import InvalidInput, NotFound, Refused
 from .models import QUEUE_FILE, WORKERS_FILE, Task, Worker, WorkerStatus
-from .queue import event
 from .rules import held_by
-from .state import dump_tasks, dump_workers, load_tasks, load_workers, read_tasks, read_workers
+from .state import dump_tasks, dump_workers, load_tasks, load_workers, read_tasks, read_workers, task_event
 from .store import Store, Txn
 from .timeutil import parse, utcnow
 
@@ -35,6 +34,23 @@ class WorkerView:
             current = self.held[0] if self.held else None
         return {"id": self.worker.id, **self.worker.to_dict(), "current_task": current,
                 "held_tasks": list(self.held), "online": self.online}
+
+
+def event(txn: Txn, agent: str, name: str, message: str, task: Task | None, **fields: Any) -> dict[str, Any]:
+    """A log record about a task, stamped with the transaction's time."""
+    return task_event(txn.stamp, agent, name, message, task, **fields)
+
+
+def ensure_worker(txn: Txn, workers: dict[str, Worker], wid: str, caps: list[str] | None) -> Worker:
+    """The worker's record, registered on first sight; `caps` (when given) replace its capabilities."""
+    w = workers.get(wid)
+    if w is None:
+        w = workers[wid] = Worker(id=wid, capabilities=caps or [], registered_at=txn.stamp, last_heartbeat=txn.stamp)
+        txn.log.append({"timestamp": txn.stamp, "agent": wid, "message": f"Registered worker {wid}",
+                        "event": "worker_registered", "worker": wid, "capabilities": w.capabilities})
+    elif caps is not None and caps != w.capabilities:
+        w.capabilities = caps
+    return w
 
 
 def held_ids(tasks: list[Task], worker: str) -> list[int]:
