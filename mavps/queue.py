@@ -25,8 +25,8 @@ from .rules import reap as reap_leases
 from .state import (archive_lines, dump_tasks, dump_workers, load_meta, load_tasks, load_workers,  # noqa: F401
                     parse_archive, read_tasks, read_workers)
 from .store import Store, Txn
-from .workers import ensure_worker, event
 from .timeutil import utcnow
+from .workers import ensure_worker, event
 
 # The imports marked noqa keep their old names importable from here (queue.claimable, queue.KEEP_FINISHED, ...).
 
