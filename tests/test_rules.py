@@ -141,6 +141,16 @@ def test_check_holder_fences_everyone_but_the_holder():
         rules.check_holder(pending(2), "w1", None)
 
 
+def test_lease_expired_counts_a_missing_lease_as_run_out():
+    now = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    held = Task(id=1, status=TaskStatus.IN_PROGRESS)
+    for lease, expired in [(None, True), ("nonsense", True), ("2029-12-31T23:59:59Z", True),
+                           ("2030-01-01T00:00:00Z", True), ("2030-01-01T00:00:01Z", False)]:
+        held.lease_expires_at = lease
+        assert held.lease_expired(now) is expired, lease
+    assert Task(id=2, status=TaskStatus.PENDING).lease_expired(now) is False
+
+
 # ----- workers ----------------------------------------------------------------------------------
 def test_worker_status_changes():
     w = Worker(id="w1", status=WorkerStatus.OFFLINE, idle_since="2029-01-01T00:00:00Z")
@@ -217,6 +227,35 @@ def test_blocked_reason_names_what_a_person_must_do():
     assert why[6] is None and why[7] == "waits for #6"
     assert why[8].startswith("blocked: dependencies in a circle (#8 -> #8)")
     assert [rules.is_stuck(why[i]) for i in (1, 5, 6, 7)] == [True, True, False, False]
+
+
+def test_blocked_reason_pure():
+    blocked_reason, is_stuck = rules.blocked_reason, rules.is_stuck
+    tasks = {t.id: t for t in [
+        Task(id=1, status=TaskStatus.COMPLETED), Task(id=2, status=TaskStatus.IN_PROGRESS),
+        Task(id=3, status=TaskStatus.CANCELLED), Task(id=4, depends_on=[1]), Task(id=5, depends_on=[1, 2]),
+        Task(id=6, depends_on=[4, 3]), Task(id=7, requires=["gpu"]), Task(id=8, depends_on=[42]),
+        Task(id=9, depends_on=[10]), Task(id=10, depends_on=[9]), Task(id=11, depends_on=[7]),
+    ]}
+    why = {tid: blocked_reason(t, tasks, {"backend"}) for tid, t in tasks.items()}
+    assert why[1] is None and why[2] is None and why[3] is None and why[4] is None
+    assert why[5] == "waits for #2"
+    assert why[6].startswith("blocked: depends on #3, which was cancelled: requeue #3")
+    assert why[7].startswith("needs capability 'gpu' that no registered worker has")
+    assert why[8].startswith("blocked: depends on #42, which does not exist")
+    assert why[9] == "blocked: dependencies in a circle (#9 -> #10 -> #9): edit the dependencies"
+    assert why[11] == "waits for #7"
+    assert blocked_reason(tasks[7], tasks, None) is None  # capabilities unknown: not judged
+    assert blocked_reason(Task(id=12, requires=["\x1b[2J"]), tasks, set()).count("\x1b") == 0
+    assert [tid for tid, w in why.items() if is_stuck(w)] == [6, 7, 8, 9, 10]
+
+
+def test_dependency_cycles_found():
+    dependency_cycle = rules.dependency_cycle
+    assert dependency_cycle([Task(1), Task(2, depends_on=[1]), Task(3, depends_on=[1, 2])]) is None
+    assert dependency_cycle([Task(1, depends_on=[3]), Task(2, depends_on=[1]), Task(3, depends_on=[2])]) == [1, 3, 2, 1]
+    assert dependency_cycle([Task(5, depends_on=[5])]) == [5, 5]
+    assert dependency_cycle([Task(1, depends_on=[99])]) is None
 
 
 def test_dependency_cycle_and_the_dependencies_a_new_task_may_have():
