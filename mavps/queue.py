@@ -206,20 +206,11 @@ class Queue:
         `token` makes a retry safe: a claim repeated with the token of one that
         already happened returns that task instead of claiming another.
         """
-        worker, caps, token = _asking(worker, capabilities, token)
-
-        def change(txn: Txn) -> Task | None:
-            tasks, workers = self._load(txn)
-            done = by_token(tasks, worker, token)
-            if done is not None:
-                return done  # this claim already happened
-            w = ensure_worker(txn, workers, worker, caps)
+        def pick(txn: Txn, tasks: list[Task], w: Worker, token: str) -> Claimed:
             self._reap(txn, tasks)
-            choice = self._take(txn, tasks, w, token)
-            self._save(txn, tasks, workers)
-            return choice
+            return Claimed(self._take(txn, tasks, w, token))
 
-        return self.store.transact([QUEUE_FILE, WORKERS_FILE], change)
+        return self._ask(worker, capabilities, token, pick).task
 
     def get_work(self, worker: str, capabilities: Sequence[str] | None = None, token: str | None = None) -> Claimed:
         """What a worker asking for work should do: the task it already holds (oldest claimed
@@ -229,6 +220,20 @@ class Queue:
         unreadable instruction file) must not strand the task it claimed; asking
         again hands that task back instead of claiming another.
         """
+        def pick(txn: Txn, tasks: list[Task], w: Worker, token: str) -> Claimed:
+            held = self._renew(txn, tasks, w.id)
+            if not held:
+                return Claimed(self._take(txn, tasks, w, token))
+            w.holds(held[0], txn.now)
+            txn.log.append(event(txn, w.id, "task_held", f"{w.id} asked for work while holding task "
+                                 f"#{held[0].id}: handed it back, lease renewed", held[0]))
+            return Claimed(held[0], already_held=True)
+
+        return self._ask(worker, capabilities, token, pick)
+
+    def _ask(self, worker: str, capabilities: Sequence[str] | None, token: str | None,
+             pick: Callable[[Txn, list[Task], Worker, str], Claimed]) -> Claimed:
+        """One transaction for a worker asking for work; a retry of a claim that happened returns its task."""
         worker, caps, token = _asking(worker, capabilities, token)
 
         def change(txn: Txn) -> Claimed:
@@ -236,15 +241,9 @@ class Queue:
             done = by_token(tasks, worker, token)
             if done is not None:
                 return Claimed(done)  # this claim already happened
-            w = ensure_worker(txn, workers, worker, caps)
-            held = self._renew(txn, tasks, worker)
-            if held:
-                w.holds(held[0], txn.now)
-                txn.log.append(event(txn, worker, "task_held", f"{worker} asked for work while holding task "
-                                     f"#{held[0].id}: handed it back, lease renewed", held[0]))
-            choice = held[0] if held else self._take(txn, tasks, w, token)
+            got = pick(txn, tasks, ensure_worker(txn, workers, worker, caps), token)
             self._save(txn, tasks, workers)
-            return Claimed(choice, already_held=bool(held))
+            return got
 
         return self.store.transact([QUEUE_FILE, WORKERS_FILE], change)
 
