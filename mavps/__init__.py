@@ -17,12 +17,13 @@ from .errors import (ConfigError, CorruptState, Fenced, HostKeyError, InvalidInp
 __version__ = "0.1.0"
 
 __all__ = [
-    "Workspace", "Config", "Task", "TaskStatus", "Worker",
+    "Workspace", "Config", "Task", "TaskStatus", "Worker", "WorkerStatus",
     "MavpsError", "ConfigError", "CorruptState", "Fenced", "HostKeyError", "InvalidInput", "LockLost",
     "LockTimeout", "NotFound", "Refused", "TransportError", "__version__",
 ]
 
-_LAZY = {"Workspace": "workspace", "Config": "config", "Task": "models", "TaskStatus": "models", "Worker": "models"}
+_LAZY = {"Workspace": "workspace", "Config": "config", "Task": "models", "TaskStatus": "models", "Worker": "models",
+         "WorkerStatus": "models"}
 
 
 def __getattr__(name: str) -> Any:

@@ -68,7 +68,7 @@ def edit_state(ws: Any, name: str, ttl: float) -> dict[str, Any]:
 def validate_state(name: str, data: bytes) -> Any:
     """Parse and check a state file's new contents; ValueError says what is wrong."""
     from .errors import CorruptState
-    from .models import load_tasks, load_workers
+    from .state import load_tasks, load_workers
 
     try:
         value = json.loads(data.decode("utf-8"))
@@ -80,7 +80,7 @@ def validate_state(name: str, data: bytes) -> Any:
         if name == "task-queue.json":
             if not isinstance(value, list):
                 raise ValueError("must be a JSON array of tasks")
-            from .queue import dependency_cycle, path_problem
+            from .rules import dependency_cycle, path_problem
 
             tasks = load_tasks(value)
             cycle = dependency_cycle(tasks)
@@ -214,7 +214,8 @@ def _check_planted(ws: Any, add: Callable[..., None]) -> None:
 
 
 def _check_workspace(ws: Any, add: Callable[..., None]) -> None:
-    from .models import QUEUE_FILE, TASKS_DIR, WORKERS_FILE, load_tasks, load_workers
+    from .models import QUEUE_FILE, TASKS_DIR, WORKERS_FILE
+    from .state import load_tasks, load_workers
     from .store import LOG_FILE
     from .timeutil import utcnow
     from .workers import is_online
@@ -281,7 +282,7 @@ def _check_workspace(ws: Any, add: Callable[..., None]) -> None:
 
 def _check_blocked(ws: Any, tasks: list, workers: dict | None, add: Callable[..., None]) -> None:
     """Pending tasks that will not run until someone acts: a warning (listed, not a failure)."""
-    from .queue import blocked_reason, is_stuck, known_capabilities
+    from .rules import blocked_reason, is_stuck, known_capabilities
 
     try:
         index = ws.queue.dependency_index(tasks)

@@ -1,4 +1,4 @@
-"""Settings: named defaults, then the config file, then MAVPS_* variables, then flags.
+"""Settings: the defaults (defaults.py), then the config file, then MAVPS_* variables, then flags.
 
 A bad value is a ConfigError naming the key and where it came from.
 """
@@ -8,38 +8,14 @@ import os
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
+from . import defaults as D
 from .errors import ConfigError
-
-DEFAULT_WORKSPACE = "./mavps-workspace"
-
-#: Seconds unless said otherwise. Each is documented in README.md.
-DEFAULTS: dict[str, Any] = {
-    "workspace": None,
-    "identity_file": None,
-    "known_hosts": None,  # None: ~/.ssh/known_hosts
-    "ssh_config": None,  # None: ~/.ssh/config
-    "ssh": "paramiko",  # or "openssh": SFTP over `ssh -s sftp` sharing a ControlMaster
-    "worker_id": None,
-    "agent": None,  # name in the log for non-worker commands; default: worker id or "coordinator"
-    "capabilities": (),
-    "lock_ttl": 10.0,  # a lock older than this (server clock) may be broken
-    "lock_timeout": 30.0,  # give up waiting for the lock after this
-    "lease_ttl": 1800.0,  # a claimed task goes back to the queue after this without heartbeat
-    "max_attempts": 3,
-    "idle_timeout": 600.0,  # the Stop hook lets an idle worker stop after this
-    "hook_wait": 240.0,  # the Stop hook waits this long for work before answering
-    "connect_timeout": 10.0,
-    "reply_timeout": 30.0,
-    "worker_timeout": 900.0,  # a worker with no heartbeat this long is offline
-}
 
 _FLOATS = {"lock_ttl", "lock_timeout", "lease_ttl", "idle_timeout", "hook_wait", "connect_timeout",
            "reply_timeout", "worker_timeout"}
 _INTS = {"max_attempts"}
-SSH_CHOICES = ("paramiko", "openssh")
-_LIMITS = {"lock_ttl": (0.5, 3600), "lock_timeout": (0, 86400), "lease_ttl": (1, 7 * 86400),
-           "idle_timeout": (0, 86400), "hook_wait": (0, 3000), "connect_timeout": (0.1, 600),
-           "reply_timeout": (0.5, 3600), "worker_timeout": (1, 7 * 86400), "max_attempts": (1, 100)}
+SSH_CHOICES = D.SSH_CHOICES
+_LIMITS = D.RANGES
 
 
 @dataclass(frozen=True)
@@ -48,19 +24,19 @@ class Config:
     identity_file: str | None = None
     known_hosts: str | None = None
     ssh_config: str | None = None
-    ssh: str = "paramiko"
+    ssh: str = D.SSH
     worker_id: str | None = None
     agent: str | None = None
     capabilities: tuple[str, ...] = ()
-    lock_ttl: float = 10.0
-    lock_timeout: float = 30.0
-    lease_ttl: float = 1800.0
-    max_attempts: int = 3
-    idle_timeout: float = 600.0
-    hook_wait: float = 240.0
-    connect_timeout: float = 10.0
-    reply_timeout: float = 30.0
-    worker_timeout: float = 900.0
+    lock_ttl: float = D.LOCK_TTL
+    lock_timeout: float = D.LOCK_TIMEOUT
+    lease_ttl: float = D.LEASE_TTL
+    max_attempts: int = D.MAX_ATTEMPTS
+    idle_timeout: float = D.IDLE_TIMEOUT
+    hook_wait: float = D.HOOK_WAIT
+    connect_timeout: float = D.CONNECT_TIMEOUT
+    reply_timeout: float = D.REPLY_TIMEOUT
+    worker_timeout: float = D.WORKER_TIMEOUT
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def with_values(self, values: Mapping[str, Any], source: str) -> "Config":

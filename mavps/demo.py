@@ -247,7 +247,7 @@ def worker_main(argv: list[str] | None = None) -> int:
     caps = [c for c in args.caps.split(",") if c]
     wid = args.worker
     rng = random.Random(wid)
-    from .models import FINISHED
+    from .models import FINISHED, WorkerStatus
 
     with open_workspace(config, agent=wid) as ws:
         ws.workers.register(wid, caps)
@@ -265,7 +265,7 @@ def worker_main(argv: list[str] | None = None) -> int:
                 ws.queue.fail(task.id, wid, "demo: a simulated failure on the first attempt")
                 continue
             ws.queue.complete(task.id, wid, result=f"done by {wid}")
-        ws.workers.set_status(wid, "offline", f"{wid}: all tasks finished, stopping")
+        ws.workers.set_status(wid, WorkerStatus.OFFLINE, f"{wid}: all tasks finished, stopping")
     return 0
 
 

@@ -26,6 +26,7 @@ import stat as statmod
 from typing import Any, BinaryIO, Callable
 
 from . import validate
+from .defaults import MAX_FILE
 from .errors import InvalidInput, MavpsError, NotFound
 from .lock import LOCK
 from .models import ARCHIVE_FILE, META_FILE, QUEUE_FILE, WORKERS_FILE
@@ -34,8 +35,6 @@ from .transport.base import CHUNK, Batch, Reply, Stat, Transport, same_file
 
 #: Written only through the queue, the registry, the log or `mavps edit`.
 STATE = {QUEUE_FILE, WORKERS_FILE, META_FILE, ARCHIVE_FILE, LOG_FILE}
-#: Largest file `put` writes, and `read_file` returns (cat streams any size).
-MAX_FILE = 64 * 1024 * 1024
 #: Chunks sent per round trip: memory stays below WINDOW * CHUNK (512 KiB) whatever the file's size.
 WINDOW = 16
 #: How many times each component is lstat'ed on each side of an open: a directory swapped for a link and

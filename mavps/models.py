@@ -1,7 +1,10 @@
-"""Records as they are on disk: tasks, workers, log records.
+"""Records as they are on disk: tasks and workers, and every change of their state.
 
 Each is a small typed class with `from_dict`/`to_dict`. Fields another
 version may have written are kept in `extra` and written back unchanged.
+A state change is one method (`Task.claim`, `Task.complete`, ...) that sets
+every field the change implies, so no caller can set half of them.
+Loading whole state files lives in state.py.
 """
 from __future__ import annotations
 
@@ -10,8 +13,10 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from .errors import CorruptState
-from .timeutil import parse
+from .defaults import MAX_ATTEMPTS
+
+from .errors import CorruptState, Refused
+from .timeutil import after, iso, parse
 
 QUEUE_FILE = "task-queue.json"
 WORKERS_FILE = "worker-status.json"
@@ -34,6 +39,19 @@ class TaskStatus(str, Enum):
 FINISHED = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
 
 
+class WorkerStatus(str, Enum):
+    """What a worker's record says. Only these two are ever set: a worker is active from its
+    registration or any heartbeat, and offline once the Stop hook lets it stop (or `mavps demo`
+    ends). There is no "idle": marking a waiting worker would cost the Stop hook a transaction
+    per wait, and its idleness is already told by `idle_since` and its last heartbeat."""
+
+    ACTIVE = "active"
+    OFFLINE = "offline"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 def instruction_path(task_id: int) -> str:
     return f"{TASKS_DIR}/task-{task_id}-instructions.md"
 
@@ -51,6 +69,10 @@ def _int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+_TEXT_FIELDS = ("instruction_file", "claimed_by", "claimed_at", "completed_at", "lease_expires_at", "claim_token",
+                "created_at", "created_by", "updated_at", "result", "error")
+
+
 @dataclass
 class Task:
     id: int
@@ -64,7 +86,7 @@ class Task:
     requires: list[str] = field(default_factory=list)
     priority: int = 0
     depends_on: list[int] = field(default_factory=list)
-    max_attempts: int = 3
+    max_attempts: int = MAX_ATTEMPTS
     attempts: int = 0
     lease_expires_at: str | None = None
     claim_token: str | None = None
@@ -83,27 +105,32 @@ class Task:
         _check(_int(tid) and tid > 0, path, where, "'id' must be a positive integer")
         known = {f.name for f in fields(cls)} - {"extra"}
         values = {k: raw[k] for k in known if k in raw and raw[k] is not None}
-        for name in ("description",):
-            _check(isinstance(values.get(name, ""), str), path, where, f"'{name}' must be text")
-        for name in ("instruction_file", "claimed_by", "claimed_at", "completed_at", "lease_expires_at",
-                     "claim_token", "created_at", "created_by", "updated_at", "result", "error"):
+        _check(isinstance(values.get("description", ""), str), path, where, "'description' must be text")
+        for name in _TEXT_FIELDS:
             _check(_opt_str(values.get(name)), path, where, f"'{name}' must be text or null")
         for name in ("context_files", "requires"):
-            v = values.get(name, [])
-            _check(isinstance(v, list) and all(isinstance(x, str) for x in v), path, where, f"'{name}' must be a list of text")
+            _check(_texts(values.get(name, [])), path, where, f"'{name}' must be a list of text")
         deps = values.get("depends_on", [])
-        _check(isinstance(deps, list) and all(_int(x) for x in deps), path, where, "'depends_on' must be a list of task ids")
+        _check(isinstance(deps, list) and all(_int(x) for x in deps), path, where,
+               "'depends_on' must be a list of task ids")
         for name in ("priority", "max_attempts", "attempts"):
             _check(_int(values.get(name, 0)), path, where, f"'{name}' must be an integer")
-        status = values.get("status", "pending")
-        try:
-            values["status"] = TaskStatus(status)
-        except ValueError:
-            raise CorruptState(path, f"{where}: unknown status {status!r} (one of {', '.join(s.value for s in TaskStatus)})") from None
+        values["status"] = _status(TaskStatus, values.get("status", "pending"), path, where)
         task = cls(**values)
         task.extra = {k: v for k, v in raw.items() if k not in known}
         return task
 
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            if f.name == "extra":
+                continue
+            v = getattr(self, f.name)
+            out[f.name] = v.value if isinstance(v, Enum) else (list(v) if isinstance(v, list) else v)
+        out.update(self.extra)
+        return out
+
+    # ----- the lease -------------------------------------------------------------------
     def lease_expired(self, now: datetime) -> bool:
         """True when this task is in progress and its lease ran out by `now`: the one definition.
 
@@ -120,21 +147,100 @@ class Task:
         expires = parse(self.lease_expires_at)
         return None if expires is None else (expires - now).total_seconds()
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            if f.name == "extra":
-                continue
-            v = getattr(self, f.name)
-            out[f.name] = v.value if isinstance(v, Enum) else (list(v) if isinstance(v, list) else v)
-        out.update(self.extra)
-        return out
+    def held_by(self, worker: str, token: str | None = None) -> bool:
+        """In progress under this worker (and this claim, when a token is given)."""
+        return self.status is TaskStatus.IN_PROGRESS and self.claimed_by == worker \
+            and (token is None or self.claim_token == token)
+
+    # ----- state changes: each sets every field it implies ------------------------------
+    def claim(self, worker: str, token: str, now: datetime, lease_ttl: float) -> None:
+        """Pending -> in progress under `worker`: one more attempt, a fresh lease."""
+        self.status = TaskStatus.IN_PROGRESS
+        self.claimed_by = worker
+        self.claimed_at = iso(now)
+        self.completed_at = None
+        self.attempts += 1
+        self.claim_token = token
+        self._touch(now)
+        self.renew(now, lease_ttl)
+
+    def renew(self, now: datetime, lease_ttl: float) -> None:
+        """The holder is alive: its lease runs `lease_ttl` from now."""
+        self.lease_expires_at = iso(after(now, lease_ttl))
+
+    def complete(self, result: str | None, now: datetime) -> None:
+        """Done by its holder (who stays named, with its claim token, so a retry is recognised)."""
+        self.status = TaskStatus.COMPLETED
+        self.completed_at = iso(now)
+        self.result = result
+        self.lease_expires_at = None
+        self._touch(now)
+
+    def fail(self, error: str | None, now: datetime) -> bool:
+        """The holder gave up: back to pending while attempts are left, else failed for good (True)."""
+        self.error = error or "failed without a reason"
+        self._touch(now)
+        if self.attempts < self.max_attempts:
+            self._unclaim()
+            return False
+        self._dead_letter(now)
+        return True
+
+    def release(self, now: datetime) -> None:
+        """Given back untried (by its holder, or with its removed worker): the attempt does not count."""
+        self.attempts = max(0, self.attempts - 1)
+        self._unclaim()
+        self._touch(now)
+
+    def cancel(self, now: datetime) -> None:
+        """Stopped by the coordinator; a holder's later result is refused (fenced)."""
+        if self.status in FINISHED:
+            raise Refused(f"task {self.id} is already {self.status.value}; nothing to cancel")
+        self.status = TaskStatus.CANCELLED
+        self.completed_at = iso(now)
+        self.lease_expires_at = None
+        self._touch(now)
+
+    def requeue(self, now: datetime) -> None:
+        """A failed or cancelled task gets a fresh start: pending, attempts from zero."""
+        if self.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+            raise Refused(f"task {self.id} is {self.status.value}: only failed or cancelled tasks can be requeued")
+        self._unclaim()
+        self.attempts = 0
+        self.completed_at = None
+        self._touch(now)
+
+    def expire(self, now: datetime) -> bool:
+        """The lease ran out: back to pending, or failed for good (True) when out of attempts."""
+        holder = self.claimed_by
+        self._touch(now)
+        if self.attempts < self.max_attempts:
+            self._unclaim()
+            return False
+        self.error = f"lease expired while held by {holder} (attempt {self.attempts} of {self.max_attempts})"
+        self._dead_letter(now)
+        return True
+
+    def _unclaim(self) -> None:
+        self.status = TaskStatus.PENDING
+        self.claimed_by = None
+        self.claimed_at = None
+        self.claim_token = None
+        self.lease_expires_at = None
+
+    def _dead_letter(self, now: datetime) -> None:
+        self.status = TaskStatus.FAILED
+        self.completed_at = iso(now)
+        self.lease_expires_at = None
+
+    def _touch(self, now: datetime) -> None:
+        self.updated_at = iso(now)
 
 
 @dataclass
 class Worker:
     id: str
-    status: str = "active"
+    status: WorkerStatus = WorkerStatus.ACTIVE
     capabilities: list[str] = field(default_factory=list)
     registered_at: str | None = None
     last_heartbeat: str | None = None
@@ -150,38 +256,76 @@ class Worker:
         _check(isinstance(raw, dict), path, where, "must be an object")
         known = {f.name for f in fields(cls)} - {"extra", "id"}
         values = {k: raw[k] for k in known if k in raw and raw[k] is not None}
-        for name in ("status", "registered_at", "last_heartbeat", "last_task_claimed", "last_task_completed", "idle_since"):
+        for name in ("registered_at", "last_heartbeat", "last_task_claimed", "last_task_completed", "idle_since"):
             _check(_opt_str(values.get(name)), path, where, f"'{name}' must be text or null")
-        caps = values.get("capabilities", [])
-        _check(isinstance(caps, list) and all(isinstance(c, str) for c in caps), path, where, "'capabilities' must be a list of text")
-        _check(values.get("current_task") is None or _int(values.get("current_task")), path, where, "'current_task' must be a task id or null")
+        _check(_texts(values.get("capabilities", [])), path, where, "'capabilities' must be a list of text")
+        current = values.get("current_task")
+        _check(current is None or _int(current), path, where, "'current_task' must be a task id or null")
+        values["status"] = _status(WorkerStatus, values.get("status", "active"), path, where)
         w = cls(id=wid, **values)
         w.extra = {k: v for k, v in raw.items() if k not in known}
         return w
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("extra", "id")}
+        out["status"] = self.status.value
         out["capabilities"] = list(self.capabilities)
         out.update(self.extra)
         return out
 
+    # ----- state changes -----------------------------------------------------------------
+    def beat(self, now: datetime) -> bool:
+        """A heartbeat: the worker is alive, so active; True when it was not."""
+        self.last_heartbeat = iso(now)
+        woke = self.status is not WorkerStatus.ACTIVE
+        self.status, self.idle_since = WorkerStatus.ACTIVE, None
+        return woke
 
-def load_tasks(raw: Any, path: str = QUEUE_FILE) -> list[Task]:
-    if raw is None:
-        return []
-    if isinstance(raw, dict) and "id" in raw:
-        raw = [raw]  # a single task object, as in hand-written examples
-    _check(isinstance(raw, list), path, "the file", "must be a JSON array of tasks")
-    tasks = [Task.from_dict(t, path) for t in raw]
-    seen: set[int] = set()
-    for t in tasks:
-        _check(t.id not in seen, path, f"task {t.id}", "the id appears twice")
-        seen.add(t.id)
-    return tasks
+    def holds(self, task: Task, now: datetime) -> None:
+        """It holds `task` (a held task handed back to it): alive, and that task is its current one."""
+        self.beat(now)
+        self.current_task = task.id
+
+    def claimed(self, task: Task, now: datetime) -> None:
+        """It was just given `task` by a claim."""
+        self.holds(task, now)
+        self.last_task_claimed = iso(now)
+
+    def finished(self, task: Task, now: datetime) -> None:
+        """It completed, failed or released `task`."""
+        self.last_heartbeat = iso(now)
+        if self.current_task == task.id:
+            self.current_task = None
+        if task.status is TaskStatus.COMPLETED:
+            self.last_task_completed = iso(now)
+
+    def set_status(self, status: WorkerStatus, now: datetime) -> bool:
+        """Mark it so; True when that changed something (going offline starts `idle_since`)."""
+        status = WorkerStatus(status)
+        if self.status is status:
+            return False
+        self.status = status
+        if status is WorkerStatus.OFFLINE and not self.idle_since:
+            self.idle_since = iso(now)
+        return True
 
 
-def load_workers(raw: Any, path: str = WORKERS_FILE) -> dict[str, Worker]:
-    if raw is None:
-        return {}
-    _check(isinstance(raw, dict), path, "the file", "must be a JSON object keyed by worker id")
-    return {wid: Worker.from_dict(wid, w, path) for wid, w in raw.items()}
+def _texts(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def _status(kind: type[Enum], value: Any, path: str, where: str) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        names = ", ".join(s.value for s in kind)  # type: ignore[attr-defined]
+        raise CorruptState(path, f"{where}: unknown status {value!r} (one of {names})") from None
+
+
+def __getattr__(name: str) -> Any:
+    """The loaders' old home: `models.load_tasks` and `models.load_workers` live in state.py now."""
+    if name in ("load_tasks", "load_workers"):
+        import importlib
+
+        return getattr(importlib.import_module(f"{__package__}.state"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

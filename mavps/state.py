@@ -1,34 +1,106 @@
-"""The state files as bytes: pretty JSON that people read with cat and jq, log lines, and parsing that
-reports a bad file with its position (it is never rewritten)."""
+"""The state files as bytes and as objects, both ways: no transport, no lock.
+
+`task-queue.json` (a list of tasks), `worker-status.json` (workers by id),
+`workspace.json` (the next task id) and the append-only `task-archive.jsonl`.
+A bad file is a CorruptState naming the file and the place, never rewritten.
+"""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Iterable
 
+from .codec import dumps, log_line, parse_json  # noqa: F401  (the codec, below the store; re-exported)
 from .errors import CorruptState
-
-LOG_FILE = "agent-comms.jsonl"
-MAX_LOG_LINE = 32 * 1024  # larger appends could interleave with other writers
+from .models import ARCHIVE_FILE, META_FILE, QUEUE_FILE, WORKERS_FILE, Task, Worker, _check
 
 
-def dumps(value: Any) -> bytes:
-    """Pretty JSON for files people read with cat and jq."""
-    return (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+def task_event(stamp: str, agent: str, name: str, message: str, task: Task | None, **fields: Any) -> dict[str, Any]:
+    """A record for the comms log about a task (its id and status as they are now)."""
+    record: dict[str, Any] = {"timestamp": stamp, "agent": agent, "message": message, "event": name}
+    if task is not None:
+        record["task_id"] = task.id
+        record["status"] = task.status.value
+    record.update(fields)
+    return record
 
 
-def log_line(record: dict[str, Any]) -> bytes:
-    return (json.dumps(record, ensure_ascii=False, separators=(", ", ": ")) + "\n").encode("utf-8")
+# ----- the queue ---------------------------------------------------------------------
+def load_tasks(raw: Any, path: str = QUEUE_FILE) -> list[Task]:
+    """Tasks from the parsed queue file (None: no file yet); ids must be unique."""
+    if raw is None:
+        return []
+    if isinstance(raw, dict) and "id" in raw:
+        raw = [raw]  # a single task object, as in hand-written examples
+    _check(isinstance(raw, list), path, "the file", "must be a JSON array of tasks")
+    tasks = [Task.from_dict(t, path) for t in raw]
+    seen: set[int] = set()
+    for t in tasks:
+        _check(t.id not in seen, path, f"task {t.id}", "the id appears twice")
+        seen.add(t.id)
+    return tasks
 
 
-def parse_json(path: str, data: bytes) -> Any:
-    """Parse a state file; a bad one is reported with its position, never rewritten."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise CorruptState(path, f"not UTF-8 text (byte {exc.start})") from None
-    if not text.strip():
-        raise CorruptState(path, "the file is empty")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CorruptState(path, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+def read_tasks(data: bytes | None) -> list[Task]:
+    """Tasks from the queue file's bytes (None: no file yet)."""
+    return load_tasks(None if data is None else parse_json(QUEUE_FILE, data))
+
+
+def dump_tasks(tasks: Iterable[Task]) -> list[dict[str, Any]]:
+    return [t.to_dict() for t in tasks]
+
+
+# ----- the workers -------------------------------------------------------------------
+def load_workers(raw: Any, path: str = WORKERS_FILE) -> dict[str, Worker]:
+    """Workers by id from the parsed registry file (None: no file yet)."""
+    if raw is None:
+        return {}
+    _check(isinstance(raw, dict), path, "the file", "must be a JSON object keyed by worker id")
+    return {wid: Worker.from_dict(wid, w, path) for wid, w in raw.items()}
+
+
+def read_workers(data: bytes | None) -> dict[str, Worker]:
+    """Workers from the registry file's bytes (None: no file yet)."""
+    return load_workers(None if data is None else parse_json(WORKERS_FILE, data))
+
+
+def dump_workers(workers: dict[str, Worker]) -> dict[str, Any]:
+    return {wid: w.to_dict() for wid, w in workers.items()}
+
+
+# ----- workspace.json ----------------------------------------------------------------
+def load_meta(raw: Any) -> dict[str, Any]:
+    """The workspace's metadata (format, next task id) from the parsed file."""
+    meta = {} if raw is None else raw
+    if not isinstance(meta, dict):
+        raise CorruptState(META_FILE, "must be a JSON object")
+    meta.setdefault("format", 1)
+    next_id = meta.get("next_task_id", 1)
+    if not isinstance(next_id, int) or isinstance(next_id, bool):
+        raise CorruptState(META_FILE, "'next_task_id' must be an integer")
+    return meta
+
+
+# ----- the archive -------------------------------------------------------------------
+def parse_archive(data: bytes | None) -> list[Task]:
+    """Archived tasks; a line cut short by a crash is skipped, the last copy of an id wins.
+
+    Readers let a task in the queue win over its archive copies: a commit that
+    failed after appending to the archive leaves such lines behind.
+    """
+    out: dict[int, Task] = {}
+    if not data:
+        return []
+    for line in data.decode("utf-8", "replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            t = Task.from_dict(json.loads(line), ARCHIVE_FILE)
+        except (ValueError, CorruptState):
+            continue
+        out[t.id] = t
+    return list(out.values())
+
+
+def archive_lines(tasks: Iterable[Task]) -> list[bytes]:
+    """The archive's lines for these tasks, one each."""
+    return [log_line(t.to_dict()) for t in tasks]

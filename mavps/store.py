@@ -12,7 +12,8 @@ from typing import Any, Callable, Sequence, TypeVar
 from . import lock as lk
 from . import recovery
 from .errors import InvalidInput, LockLost, MavpsError, NotFound, TransportError, UnsafePath
-from .state import LOG_FILE, MAX_LOG_LINE, dumps, log_line, parse_json
+from .codec import LOG_FILE, MAX_LOG_LINE, dumps, log_line, parse_json
+from .defaults import LOCK_TIMEOUT, LOCK_TTL
 from .transaction import Transaction, Txn
 from .transport.base import Batch, Stat, Transport, regular_file
 
@@ -23,8 +24,8 @@ T = TypeVar("T")
 
 @dataclass
 class Settings:
-    lock_ttl: float = 10.0
-    lock_timeout: float = 30.0
+    lock_ttl: float = LOCK_TTL
+    lock_timeout: float = LOCK_TIMEOUT
 
 
 class Store:

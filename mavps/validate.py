@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import posixpath
 import re
+from typing import Any, Sequence
 
+from .defaults import MAX_DESCRIPTION, MAX_PRIORITY, MAX_TEXT, RANGES
 from .errors import InvalidInput
 
 WORKER_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 CAPABILITY_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-MAX_DESCRIPTION = 4096
-MAX_TEXT = 1024 * 1024
 
 
 def worker_id(value: object) -> str:
@@ -78,7 +78,7 @@ def relative_path(value: object, what: str = "path") -> str:
     if ".." in parts:
         raise InvalidInput(f"{what} {value!r} leaves the workspace ('..' is not allowed)")
     clean = posixpath.normpath("/".join(parts))
-    if clean in (".", "") :
+    if clean in (".", ""):
         raise InvalidInput(f"invalid {what} {value!r}: names the workspace itself")
     return clean
 
@@ -107,3 +107,19 @@ def integer(value: object, what: str, low: int, high: int) -> int:
     if not low <= value <= high:
         raise InvalidInput(f"{what} must be between {low} and {high}, not {value}")
     return value
+
+
+def task_fields(description: object, instruction_file: object, context_files: Sequence[object],
+                requires: Sequence[object], priority: object, depends_on: Sequence[object],
+                max_attempts: object) -> dict[str, Any]:
+    """The fields of a new task, each checked (its id and stamps are given when it is added)."""
+    low, high = RANGES["max_attempts"]
+    return {
+        "description": text(description, "description", MAX_DESCRIPTION, allow_empty=False),
+        "instruction_file": None if instruction_file is None else relative_path(instruction_file, "instruction_file"),
+        "context_files": [relative_path(c, "context file") for c in context_files],
+        "requires": capabilities(list(requires)),
+        "priority": integer(priority, "priority", -MAX_PRIORITY, MAX_PRIORITY),
+        "depends_on": sorted({task_id(d) for d in depends_on}),
+        "max_attempts": integer(max_attempts, "max_attempts", int(low), int(high)),
+    }

@@ -6,13 +6,13 @@ from datetime import datetime
 from typing import Any, Sequence
 
 from . import validate
-from .errors import NotFound, Refused
-from .models import QUEUE_FILE, WORKERS_FILE, Task, TaskStatus, Worker, load_tasks, load_workers
-from .store import Store, Txn, parse_json
+from .defaults import WORKER_TIMEOUT
+from .errors import InvalidInput, NotFound, Refused
+from .models import QUEUE_FILE, WORKERS_FILE, Task, Worker, WorkerStatus
+from .rules import held_by
+from .state import dump_tasks, dump_workers, load_tasks, load_workers, read_tasks, read_workers, task_event
+from .store import Store, Txn
 from .timeutil import parse, utcnow
-
-#: A worker with no heartbeat for this long is shown offline.
-WORKER_TIMEOUT = 900.0
 
 
 @dataclass
@@ -36,16 +36,32 @@ class WorkerView:
                 "held_tasks": list(self.held), "online": self.online}
 
 
+def event(txn: Txn, agent: str, name: str, message: str, task: Task | None, **fields: Any) -> dict[str, Any]:
+    """A log record about a task, stamped with the transaction's time."""
+    return task_event(txn.stamp, agent, name, message, task, **fields)
+
+
+def ensure_worker(txn: Txn, workers: dict[str, Worker], wid: str, caps: list[str] | None) -> Worker:
+    """The worker's record, registered on first sight; `caps` (when given) replace its capabilities."""
+    w = workers.get(wid)
+    if w is None:
+        w = workers[wid] = Worker(id=wid, capabilities=caps or [], registered_at=txn.stamp, last_heartbeat=txn.stamp)
+        txn.log.append({"timestamp": txn.stamp, "agent": wid, "message": f"Registered worker {wid}",
+                        "event": "worker_registered", "worker": wid, "capabilities": w.capabilities})
+    elif caps is not None and caps != w.capabilities:
+        w.capabilities = caps
+    return w
+
+
 def held_ids(tasks: list[Task], worker: str) -> list[int]:
     """Ids of the tasks this worker holds, oldest claimed first."""
-    from .queue import held_by
-
     return [t.id for t in held_by(tasks, worker)]
 
 
 def is_online(w: Worker, now: datetime, timeout: float = WORKER_TIMEOUT) -> bool:
+    """Not marked offline, and heard from within `timeout` seconds."""
     beat = parse(w.last_heartbeat)
-    return w.status not in ("offline", "removed") and beat is not None and (now - beat).total_seconds() <= timeout
+    return w.status is not WorkerStatus.OFFLINE and beat is not None and (now - beat).total_seconds() <= timeout
 
 
 class Workers:
@@ -57,8 +73,8 @@ class Workers:
     def list(self) -> list[WorkerView]:
         """Workers with the tasks each holds (the queue is read in the same two round trips)."""
         raw = self.store.look([WORKERS_FILE, QUEUE_FILE])
-        workers = load_workers(None if raw[WORKERS_FILE] is None else parse_json(WORKERS_FILE, raw[WORKERS_FILE]))
-        tasks = load_tasks(None if raw[QUEUE_FILE] is None else parse_json(QUEUE_FILE, raw[QUEUE_FILE]))
+        workers = read_workers(raw[WORKERS_FILE])
+        tasks = read_tasks(raw[QUEUE_FILE])
         now = utcnow()
         return [WorkerView(w, is_online(w, now, self.timeout), held_ids(tasks, w.id)) for w in workers.values()]
 
@@ -80,34 +96,34 @@ class Workers:
             if w is None:
                 w = workers[worker] = Worker(id=worker, registered_at=txn.stamp)
             w.capabilities = caps
-            w.status = "active"
-            w.last_heartbeat = txn.stamp
-            w.idle_since = None
+            w.beat(txn.now)
             txn.log.append({"timestamp": txn.stamp, "agent": worker, "event": "worker_registered",
                             "message": f"{'Registered' if fresh else 'Re-registered'} worker {worker}"
                                        + (f" ({', '.join(caps)})" if caps else ""),
                             "worker": worker, "capabilities": caps})
-            txn.write(WORKERS_FILE, {k: v.to_dict() for k, v in workers.items()})
+            txn.write(WORKERS_FILE, dump_workers(workers))
             return w
 
         return self.store.transact([WORKERS_FILE], change)
 
-    def set_status(self, worker: str, status: str, message: str) -> Worker:
-        """Mark a worker idle or offline (the Stop hook does when it lets one stop)."""
+    def set_status(self, worker: str, status: WorkerStatus | str, message: str) -> Worker:
+        """Mark a worker active or offline (the Stop hook marks it offline when it lets it stop)."""
         worker = validate.worker_id(worker)
+        try:
+            status = WorkerStatus(status)
+        except ValueError:
+            raise InvalidInput(f"unknown worker status {status!r}: one of "
+                               f"{', '.join(s.value for s in WorkerStatus)}") from None
 
         def change(txn: Txn) -> Worker:
             workers = load_workers(txn.json(WORKERS_FILE, {}))
             w = workers.get(worker)
             if w is None:
                 raise NotFound(f"no worker {worker}")
-            if w.status != status:
-                w.status = status
-                if status in ("idle", "offline") and not w.idle_since:
-                    w.idle_since = txn.stamp
-                txn.log.append({"timestamp": txn.stamp, "agent": worker, "event": f"worker_{status}",
+            if w.set_status(status, txn.now):
+                txn.log.append({"timestamp": txn.stamp, "agent": worker, "event": f"worker_{status.value}",
                                 "message": message, "worker": worker})
-                txn.write(WORKERS_FILE, {k: v.to_dict() for k, v in workers.items()})
+                txn.write(WORKERS_FILE, dump_workers(workers))
             return w
 
         return self.store.transact([WORKERS_FILE], change)
@@ -121,23 +137,20 @@ class Workers:
             tasks = load_tasks(txn.json(QUEUE_FILE, []))
             if worker not in workers:
                 raise NotFound(f"no worker {worker}")
-            held = [t for t in tasks if t.status is TaskStatus.IN_PROGRESS and t.claimed_by == worker]
+            held = held_by(tasks, worker)
             if held and not force:
                 raise Refused(f"worker {worker} holds task(s) {', '.join(str(t.id) for t in held)}: "
                               "let it finish, or remove it with --force to put them back in the queue")
-            from .queue import back_to_pending, event
-
             for t in held:
-                t.attempts = max(0, t.attempts - 1)
-                back_to_pending(t)
-                t.updated_at = txn.stamp
-                txn.log.append(event(txn, self.agent, "task_released", f"Released task #{t.id}: its worker was removed", t))
+                t.release(txn.now)  # given back untried, as the holder's own release does
+                txn.log.append(event(txn, self.agent, "task_released",
+                                     f"Released task #{t.id}: its worker was removed", t))
             w = workers.pop(worker)
             txn.log.append({"timestamp": txn.stamp, "agent": self.agent, "event": "worker_removed",
                             "message": f"Removed worker {worker}", "worker": worker})
-            txn.write(WORKERS_FILE, {k: v.to_dict() for k, v in workers.items()})
+            txn.write(WORKERS_FILE, dump_workers(workers))
             if held:
-                txn.write(QUEUE_FILE, [t.to_dict() for t in tasks])
+                txn.write(QUEUE_FILE, dump_tasks(tasks))
             return w
 
         return self.store.transact([WORKERS_FILE, QUEUE_FILE], change)

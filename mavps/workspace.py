@@ -6,9 +6,11 @@ from typing import Any
 from .config import Config
 from .errors import MavpsError
 from .log import Log, parse_lines
-from .models import (META_FILE, QUEUE_FILE, TASKS_DIR, WORKERS_FILE, TaskStatus, load_tasks, load_workers)
-from .queue import Queue, QueueSettings, blocked_reason, claimable, is_stuck, known_capabilities
-from .store import LOG_FILE, Settings, Store, Txn, parse_json
+from .models import META_FILE, QUEUE_FILE, TASKS_DIR, WORKERS_FILE, TaskStatus
+from .queue import Queue, QueueSettings
+from .rules import blocked_reason, claimable, is_stuck, known_capabilities
+from .state import load_tasks, load_workers, parse_json
+from .store import LOG_FILE, Settings, Store, Txn
 from .timeutil import iso, utcnow
 from .transport import Transport, open_transport
 from .workers import Workers, held_ids, is_online

@@ -305,16 +305,6 @@ def test_workspace_files_read_write_and_stay_inside(ws, target, tmp_path):
         ws.read_file("missing.md")
 
 
-def test_dependency_cycles_found():
-    from mavps.models import Task
-    from mavps.queue import dependency_cycle
-
-    assert dependency_cycle([Task(1), Task(2, depends_on=[1]), Task(3, depends_on=[1, 2])]) is None
-    assert dependency_cycle([Task(1, depends_on=[3]), Task(2, depends_on=[1]), Task(3, depends_on=[2])]) == [1, 3, 2, 1]
-    assert dependency_cycle([Task(5, depends_on=[5])]) == [5, 5]
-    assert dependency_cycle([Task(1, depends_on=[99])]) is None
-
-
 def test_edit_refuses_a_dependency_cycle():
     from mavps.admin import validate_state
 

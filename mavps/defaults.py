@@ -1,0 +1,56 @@
+"""Every default and limit, written once.
+
+`config.Config` takes its defaults from here, the code reads its limits from
+here, and a test checks that README's configuration table says the same.
+Seconds unless said otherwise.
+"""
+from __future__ import annotations
+
+# ----- settings (config keys) ----------------------------------------------------------
+#: A lock older than this (by the server's clock) may be broken.
+LOCK_TTL = 10.0
+#: Give up waiting for the lock after this.
+LOCK_TIMEOUT = 30.0
+#: A claimed task goes back to the queue after this without a heartbeat.
+LEASE_TTL = 1800.0
+#: Attempts before a task is dead-lettered (failed for good); a count.
+MAX_ATTEMPTS = 3
+#: The Stop hook lets an idle worker stop after this.
+IDLE_TIMEOUT = 600.0
+#: How long the Stop hook waits inside for work to appear.
+HOOK_WAIT = 240.0
+#: Bounded network waits: opening the connection, then each reply.
+CONNECT_TIMEOUT = 10.0
+REPLY_TIMEOUT = 30.0
+#: A worker with no heartbeat this long is shown offline.
+WORKER_TIMEOUT = 900.0
+#: How SFTP is reached: paramiko in process, or the `ssh` command sharing a ControlMaster.
+SSH = "paramiko"
+SSH_CHOICES = ("paramiko", "openssh")
+
+#: The range each numeric setting must lie in (inclusive).
+RANGES: dict[str, tuple[float, float]] = {
+    "lock_ttl": (0.5, 3600), "lock_timeout": (0, 86400), "lease_ttl": (1, 7 * 86400),
+    "idle_timeout": (0, 86400), "hook_wait": (0, 3000), "connect_timeout": (0.1, 600),
+    "reply_timeout": (0.5, 3600), "worker_timeout": (1, 7 * 86400), "max_attempts": (1, 100),
+}
+
+# ----- the queue -----------------------------------------------------------------------
+#: Finished tasks kept in task-queue.json; older ones move to the archive.
+KEEP_FINISHED = 200
+#: Archive in batches, so the archive's extra round trip is rare.
+ARCHIVE_BATCH = 100
+#: A task's priority lies within plus or minus this.
+MAX_PRIORITY = 10**6
+
+# ----- sizes (bytes) -------------------------------------------------------------------
+#: A task's one-line description.
+MAX_DESCRIPTION = 4096
+#: Any other text handed in (instructions, a log message).
+MAX_TEXT = 1024 * 1024
+#: A task's result or error text.
+MAX_RESULT = 64 * 1024
+#: One log record: larger appends could interleave with other writers.
+MAX_LOG_LINE = 32 * 1024
+#: Largest file `put` writes, and `read_file` returns (`cat` streams any size).
+MAX_FILE = 64 * 1024 * 1024
