@@ -280,9 +280,9 @@ def test_silent_server_answers_within_its_bound(tmp_path):
 
 def test_hard_deadline_backstop(tmp_path):
     """A hook stuck past its hard limit still answers: nothing on stdout, exit 0."""
-    code = ("import sys, time, mavps.hook as hk\n"
-            "hk.hard_limit = lambda cfg, event='Stop': 1.0\n"
-            "hk.stop_hook = lambda data, cfg, opts=None: time.sleep(30)\n"
+    code = ("import sys, time, mavps.hooks.options as options, mavps.hooks.stop as stop\n"
+            "options.hard_limit = lambda cfg, event='Stop': 1.0\n"
+            "stop.stop_hook = lambda data, cfg, opts=None: time.sleep(30)\n"
             "from mavps.hookcli import main\n"
             "main(['stop'])\n")
     env = hook_env(None, tmp_path, workspace=str(tmp_path / "ws"))
