@@ -144,7 +144,8 @@ def test_python_form_runs_the_hook_it_installed(tmp_path):
 def test_settings_templates_match_the_installer():
     from mavps import install as inst
 
-    for role, kw in (("worker", dict(worker="worker-1", workspace="sftp://myvps/srv/mavps/ws", capabilities=["backend"])),
+    for role, kw in (("worker", dict(worker="worker-1", workspace="sftp://myvps/srv/mavps/ws",
+                                     capabilities=["backend"])),
                      ("coordinator", dict(workspace="sftp://myvps/srv/mavps/ws"))):
         data: dict = {}
         inst.merge(data, role, **kw)
