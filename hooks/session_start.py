@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Claude Code SessionStart hook shim: `mavps hook session-start [--role worker|coordinator]`.
 
-In .claude/settings.json: {"type": "command", "command": "\"$CLAUDE_PROJECT_DIR\"/hooks/session_start.py --role worker", "timeout": 60}
+In .claude/settings.json:
+  {"type": "command", "command": "\"$CLAUDE_PROJECT_DIR\"/hooks/session_start.py --role worker", "timeout": 60}
 """
 import sys
 

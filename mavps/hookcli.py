@@ -1,15 +1,12 @@
 """The hook commands (click): `mavps hook stop`, `mavps hook session-start`, `mavps install-hooks`.
 
-Thin: read the hook's JSON from stdin, call mavps.hook, print its answer.
-Every failure path exits 0 with the reason on stderr and nothing on stdout,
-so a broken workspace never traps or crashes an agent. Also runnable as
+Thin: options in, `mavps.hooks.protocol.run` does the rest (stdin JSON in, the
+answer out, exit 0 with the reason on stderr on every failure path, so a
+broken workspace never traps or crashes an agent). Also runnable as
 `python -m mavps.hookcli stop` (no console script needed).
 """
 from __future__ import annotations
 
-import json
-import os
-import sys
 from typing import Any
 
 import click
@@ -21,62 +18,11 @@ Example (what Claude Code does; run by hand to see the answer):
 """
 
 
-def _read_input(name: str) -> dict[str, Any] | None:
-    raw = sys.stdin.read()
-    try:
-        data = json.loads(raw) if raw.strip() else {}
-    except ValueError as exc:
-        click.echo(f"mavps hook {name}: stdin is not valid JSON ({exc}); letting the agent go on as usual", err=True)
-        return None
-    if not isinstance(data, dict):
-        click.echo(f"mavps hook {name}: stdin must be a JSON object, got {type(data).__name__}; ignoring it", err=True)
-        return None
-    return data
-
-
-def _config(name: str) -> Any:
-    from . import config as cfgmod
-    from .errors import ConfigError, MavpsError
-
-    try:
-        return cfgmod.load(cwd=os.environ.get("CLAUDE_PROJECT_DIR") or None)
-    except (ConfigError, MavpsError, OSError) as exc:
-        click.echo(f"mavps hook {name}: configuration error: {exc}; letting the agent go on as usual", err=True)
-        return None
-
-
 def _run(name: str, fn: Any, event: str) -> None:
-    """Call one hook function inside its hard deadline; print, never raise."""
-    import logging
+    """Run one hook under the protocol (stdin in, answer out, exit 0 whatever happens)."""
+    from .hooks import protocol
 
-    from . import hook as hk
-
-    # paramiko logs its network thread's tracebacks through logging's last-resort
-    # handler (stderr); a hook states the reason in one line instead.
-    logging.getLogger("paramiko").addHandler(logging.NullHandler())
-    data = _read_input(name)
-    if data is None:
-        return
-    cfg = _config(name)
-    if cfg is None:
-        return
-    try:
-        with hk.deadline(hk.hard_limit(cfg, event)):
-            answer = fn(data, cfg)
-    except hk.HookDeadline as exc:
-        click.echo(f"mavps hook {name}: {exc}; letting the agent go on as usual", err=True)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)  # a network thread may still be stuck: do not wait for it
-    except Exception as exc:  # noqa: BLE001 - a hook must never show a traceback
-        click.echo(f"mavps hook {name}: unexpected {type(exc).__name__}: {exc}; letting the agent go on as usual",
-                   err=True)
-        return
-    if answer.message:
-        click.echo(answer.message, err=True)
-    out = answer.stdout()
-    if out:
-        click.echo(out)
+    protocol.run(name, event, fn, click.echo)
 
 
 @click.group("hook")
@@ -87,10 +33,10 @@ def hook() -> None:
 @hook.command("stop", epilog=EPILOG_STOP)
 def stop() -> None:
     """The worker Stop hook: hand over the next task, wait for one, or let the agent stop."""
-    from . import hook as hk
+    from .hooks import options, stop as stop_loop
 
-    opts = hk.HookOptions.from_env()
-    _run("stop", lambda data, cfg: hk.stop_hook(data, cfg, opts), "Stop")
+    opts = options.HookOptions.from_env()
+    _run("stop", lambda data, cfg: stop_loop.stop_hook(data, cfg, opts), "Stop")
 
 
 @hook.command("session-start")
@@ -103,14 +49,15 @@ def session_start(role: str | None) -> None:
     Example:
       echo '{"session_id": "s1", "source": "startup"}' | mavps hook session-start --role coordinator
     """
-    from . import hook as hk
+    from .hooks import options, session_start as start_hook
 
-    opts = hk.HookOptions.from_env()
-    _run("session-start", lambda data, cfg: hk.session_start_hook(data, cfg, role, opts), "SessionStart")
+    opts = options.HookOptions.from_env()
+    _run("session-start", lambda data, cfg: start_hook.session_start_hook(data, cfg, role, opts), "SessionStart")
 
 
 @click.command("install-hooks")
-@click.option("--role", type=click.Choice(["worker", "coordinator"]), required=True, help="Which agent this project runs.")
+@click.option("--role", type=click.Choice(["worker", "coordinator"]), required=True,
+              help="Which agent this project runs.")
 @click.option("--project", "project", type=click.Path(file_okay=False), default=".", show_default=True,
               help="The project directory whose .claude/settings.json is written.")
 @click.option("--worker", "worker", default=None, help="Write MAVPS_WORKER_ID into the settings' env.")

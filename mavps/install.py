@@ -26,12 +26,12 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from . import hook as hk
 from .errors import InvalidInput
+from .hooks.options import SESSION_START_TIMEOUT, STOP_HOOK_TIMEOUT
+from .localfile import atomic_write, locked
 
 ROLES = ("worker", "coordinator")
 DEFAULT_BLOCK_CAP = 100
@@ -92,24 +92,8 @@ def read_settings(path: str) -> dict[str, Any]:
 
 
 def write_settings(path: str, data: dict[str, Any]) -> None:
-    """Atomic replace, keeping the old file's mode."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".settings.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, ensure_ascii=False)
-            fh.write("\n")
-        try:
-            os.chmod(tmp, os.stat(path).st_mode & 0o777)
-        except FileNotFoundError:
-            os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Atomic replace, keeping the old file's mode (a new one is 0644)."""
+    atomic_write(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", mode=0o644)
 
 
 def _section(data: dict[str, Any], key: str, path: str) -> dict[str, Any]:
@@ -193,31 +177,10 @@ def merge(data: dict[str, Any], role: str, *, worker: str | None = None, workspa
     if workspace is not None:
         parse_url(workspace)
     changes: list[str] = []
-    hooks = _section(data, "hooks", path)
-    _merge_hook(hooks, "SessionStart", "session-start",
-                {"type": "command", "command": hook_command("session-start", role, use_python),
-                 "timeout": hk.SESSION_START_TIMEOUT}, SESSION_SOURCES, changes, path)
-    if role == "worker":
-        _merge_hook(hooks, "Stop", "stop",
-                    {"type": "command", "command": hook_command("stop", role, use_python),
-                     "timeout": hk.STOP_HOOK_TIMEOUT}, None, changes, path)
-    else:
-        _remove_hook(hooks, "Stop", "stop", changes)
+    _merge_hooks(_section(data, "hooks", path), role, use_python, changes, path)
     env = _section(data, "env", path)
-    if role == "worker":
-        key = "CLAUDE_CODE_STOP_HOOK_BLOCK_CAP"
-        try:
-            current = int(str(env.get(key, "0")))
-        except ValueError:
-            current = 0
-        if block_cap is not None or current < DEFAULT_BLOCK_CAP:
-            _set_env(env, key, str(block_cap or DEFAULT_BLOCK_CAP), changes)
-    if worker is not None:
-        _set_env(env, "MAVPS_WORKER_ID", worker, changes)
-    if workspace is not None:
-        _set_env(env, "MAVPS_WORKSPACE", workspace, changes)
-    if caps:
-        _set_env(env, "MAVPS_CAPABILITIES", ",".join(caps), changes)
+    _merge_env(env, role, block_cap, {"MAVPS_WORKER_ID": worker, "MAVPS_WORKSPACE": workspace,
+                                      "MAVPS_CAPABILITIES": ",".join(caps) or None}, changes)
     if not env:
         del data["env"]
     perms = _section(data, "permissions", path)
@@ -231,6 +194,35 @@ def merge(data: dict[str, Any], role: str, *, worker: str | None = None, workspa
     return changes
 
 
+def _merge_hooks(hooks: dict[str, Any], role: str, use_python: bool, changes: list[str], path: str) -> None:
+    """SessionStart for every role; Stop for a worker only (removed for a coordinator)."""
+    _merge_hook(hooks, "SessionStart", "session-start",
+                {"type": "command", "command": hook_command("session-start", role, use_python),
+                 "timeout": SESSION_START_TIMEOUT}, SESSION_SOURCES, changes, path)
+    if role == "worker":
+        _merge_hook(hooks, "Stop", "stop",
+                    {"type": "command", "command": hook_command("stop", role, use_python),
+                     "timeout": STOP_HOOK_TIMEOUT}, None, changes, path)
+    else:
+        _remove_hook(hooks, "Stop", "stop", changes)
+
+
+def _merge_env(env: dict[str, Any], role: str, block_cap: int | None, values: dict[str, str | None],
+               changes: list[str]) -> None:
+    """The block cap for a worker (raised, never lowered unless given), and the MAVPS_* values given."""
+    if role == "worker":
+        key = "CLAUDE_CODE_STOP_HOOK_BLOCK_CAP"
+        try:
+            current = int(str(env.get(key, "0")))
+        except ValueError:
+            current = 0
+        if block_cap is not None or current < DEFAULT_BLOCK_CAP:
+            _set_env(env, key, str(block_cap or DEFAULT_BLOCK_CAP), changes)
+    for key, value in values.items():
+        if value is not None:
+            _set_env(env, key, value, changes)
+
+
 def install(project: str, role: str, *, worker: str | None = None, workspace: str | None = None,
             capabilities: Sequence[str] = (), local: bool = False, allow_bash: bool = False,
             use_python: bool = False, block_cap: int | None = None) -> InstallReport:
@@ -238,13 +230,14 @@ def install(project: str, role: str, *, worker: str | None = None, workspace: st
     if not os.path.isdir(project):
         raise InvalidInput(f"project directory {project} does not exist")
     path = settings_path(project, local)
-    data = read_settings(path)
     report = InstallReport(path)
-    report.changes = merge(data, role, worker=worker, workspace=workspace, capabilities=capabilities,
-                           allow_bash=allow_bash, use_python=use_python, block_cap=block_cap, path=path)
-    report.settings = data
-    if report.changes:
-        write_settings(path, data)
+    with locked(os.path.abspath(project)):  # two installers at once: neither loses the other's change
+        data = read_settings(path)
+        report.changes = merge(data, role, worker=worker, workspace=workspace, capabilities=capabilities,
+                               allow_bash=allow_bash, use_python=use_python, block_cap=block_cap, path=path)
+        report.settings = data
+        if report.changes:
+            write_settings(path, data)
     if not use_python and shutil.which("mavps") is None:
         report.notes.append("`mavps` is not on PATH here: the hooks and the agent both run `mavps`; "
                             "install it (pip install mavps) or rerun with --python")

@@ -14,9 +14,15 @@ operation, so its caller always ends up with a definite answer:
 Only TransportError is retried (never HostKeyError, which needs a person).
 Use `run` only for operations that are safe to repeat; `add`, `fail`,
 `release` and `log.append` are not (a repeat may act twice or be fenced).
+
+The Stop hook runs its transactions through one of these (`hooks.stop`): a
+worker waiting minutes for work must not be let go because its connection
+dropped once. It passes the workspace it already opened (`ws=`): a server
+that cannot be reached at all is reported at once, not retried.
 """
 from __future__ import annotations
 
+import contextlib
 import random
 import secrets
 import time
@@ -34,11 +40,13 @@ T = TypeVar("T")
 class Retrying:
     """Runs idempotent workspace operations, reconnecting after a dropped connection."""
 
-    def __init__(self, opener: Callable[[], "Workspace"], attempts: int = 5, delay: float = 0.5) -> None:
+    def __init__(self, opener: Callable[[], "Workspace"], attempts: int = 5, delay: float = 0.5, *,
+                 ws: "Workspace | None" = None, sleep: Callable[[float], None] = time.sleep) -> None:
         self.opener = opener
         self.attempts = max(1, attempts)
         self.delay = delay
-        self._ws: "Workspace | None" = None
+        self.sleep = sleep
+        self._ws: "Workspace | None" = ws
         #: dropped connections survived so far (for status and tests)
         self.reconnects = 0
 
@@ -49,9 +57,15 @@ class Retrying:
         return self._ws
 
     def close(self) -> None:
-        if self._ws is not None:
-            self._ws.close()
-            self._ws = None
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            ws.close()
+
+    def _drop(self) -> None:
+        """Forget a connection that failed; closing it may fail too, and must not stop the retry."""
+        with contextlib.suppress(Exception):
+            self.close()
+        self._ws = None
 
     def __enter__(self) -> "Retrying":
         return self
@@ -67,11 +81,11 @@ class Retrying:
             except HostKeyError:
                 raise
             except TransportError:
-                self.close()
+                self._drop()
                 if attempt == self.attempts - 1:
                     raise
                 self.reconnects += 1
-                time.sleep(self.delay * random.uniform(0.5, 1.5) * (attempt + 1))
+                self.sleep(self.delay * random.uniform(0.5, 1.5) * (attempt + 1))
         raise AssertionError("unreachable")
 
     def claim(self, worker: str, capabilities: Sequence[str] | None = None, token: str | None = None) -> "Task | None":

@@ -25,7 +25,7 @@ from . import lock as lk
 from . import lockpaths as lp
 from .recovery import roll_forward
 from .errors import LockLost, MavpsError, NotFound, TransportError, UnsafePath
-from .state import LOG_FILE, dumps, log_line, parse_json
+from .codec import LOG_FILE, dumps, log_line, parse_json
 from .timeutil import from_epoch, iso, utcnow
 from .transport.base import Batch, Reply, Transport, joined, opened_is, regular_file
 

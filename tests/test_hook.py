@@ -280,9 +280,9 @@ def test_silent_server_answers_within_its_bound(tmp_path):
 
 def test_hard_deadline_backstop(tmp_path):
     """A hook stuck past its hard limit still answers: nothing on stdout, exit 0."""
-    code = ("import sys, time, mavps.hook as hk\n"
-            "hk.hard_limit = lambda cfg, event='Stop': 1.0\n"
-            "hk.stop_hook = lambda data, cfg, opts=None: time.sleep(30)\n"
+    code = ("import sys, time, mavps.hooks.options as options, mavps.hooks.stop as stop\n"
+            "options.hard_limit = lambda cfg, event='Stop': 1.0\n"
+            "stop.stop_hook = lambda data, cfg, opts=None: time.sleep(30)\n"
             "from mavps.hookcli import main\n"
             "main(['stop'])\n")
     env = hook_env(None, tmp_path, workspace=str(tmp_path / "ws"))
@@ -353,3 +353,82 @@ def test_library_functions(ws, target, tmp_path):
     answer = stop_hook(stop_input(), cfg, opts)
     assert answer.task_id == 1 and json.loads(answer.stdout())["decision"] == "block"
     assert stop_hook(stop_input(), Config(), opts).stdout() == ""
+
+
+# ----- the waiting loop, with an injected clock and sleep (no real sleeping) -------------------------
+class FakeTime:
+    """A monotonic clock that only the injected sleep moves; `on_sleep[n]` runs at the n-th sleep."""
+
+    def __init__(self, on_sleep: dict | None = None) -> None:
+        self.t = 1000.0
+        self.sleeps: list[float] = []
+        self.on_sleep = on_sleep or {}
+
+    def monotonic(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.t += seconds
+        action = self.on_sleep.get(len(self.sleeps))
+        if action is not None:
+            action()
+
+
+def _hook_config(target, **values) -> Config:
+    return Config().with_values({"workspace": target.url, "worker_id": WORKER, **target.settings,
+                                 **{k: str(v) for k, v in values.items()}}, "test")
+
+
+def test_wait_loop_backs_off_and_hands_over_a_task_added_while_waiting(ws, target, tmp_path):
+    fake = FakeTime({4: lambda: ws.queue.add("came later", "x")})
+    opts = HookOptions(state_path=str(tmp_path / "st.json"), poll_start=0.5, poll_max=2.0,
+                       sleep=fake.sleep, monotonic=fake.monotonic)
+    answer = stop_hook(stop_input(), _hook_config(target, hook_wait=60, idle_timeout=3600), opts)
+    assert answer.outcome == "block" and answer.task_id == 1, answer
+    assert "Task #1: came later" in answer.reason
+    assert fake.sleeps == [0.5, 0.75, 1.125, 1.6875]  # grows by half each time; the look after the 4th sees it
+    assert ws.queue.get(1).claimed_by == WORKER
+
+
+def test_wait_loop_waits_hook_wait_and_renews_the_heartbeat(ws, target, tmp_path, monkeypatch):
+    fake = FakeTime()
+    opts = HookOptions(state_path=str(tmp_path / "st.json"), poll_start=0.5, poll_max=5.0, heartbeat_every=20,
+                       sleep=fake.sleep, monotonic=fake.monotonic)
+    transactions = []
+    real = type(ws.queue).next_task
+    monkeypatch.setattr(type(ws.queue), "next_task",
+                        lambda self, *a, **kw: transactions.append(kw.get("claim", True)) or real(self, *a, **kw))
+    answer = stop_hook(stop_input(), _hook_config(target, hook_wait=60, idle_timeout=3600), opts)
+    assert answer.outcome == "block" and answer.task_id is None
+    assert answer.reason.startswith("mavps: no task for worker w1 yet (waited 60s")
+    assert sum(fake.sleeps) == pytest.approx(60) and max(fake.sleeps) == 5.0
+    assert transactions[0] is True and transactions[1:] == [False, False]  # the claim, then a heartbeat per 20 s
+
+
+def _proxy_config(sshd, proxy, path: Path, tmp_path: Path, **values) -> Config:
+    key_type, key_b64 = sshd.host_pub.split()[:2]
+    known = tmp_path / "proxy_known_hosts"
+    known.write_text(f"[127.0.0.1]:{proxy.port} {key_type} {key_b64}\n")
+    return Config().with_values({"workspace": f"sftp://{sshd.user}@127.0.0.1:{proxy.port}{path}",
+                                 "worker_id": WORKER, "identity_file": sshd.client_key, "known_hosts": str(known),
+                                 "ssh_config": os.devnull, **{k: str(v) for k, v in values.items()}}, "test")
+
+
+@pytest.mark.sftp
+@pytest.mark.timeout(120)
+def test_a_dropped_connection_while_waiting_is_reopened(sshd, tmp_path):
+    """The connection drops while the hook waits for work: it reconnects and still hands the task over."""
+    from mavps import Workspace
+    from support.proxy import LatencyProxy
+
+    path = tmp_path / "ws"
+    with Workspace.open(str(path)) as direct, LatencyProxy("127.0.0.1", sshd.port) as proxy:
+        direct.init()
+        fake = FakeTime({2: proxy.cut_all, 4: lambda: direct.queue.add("after the drop", "x")})
+        opts = HookOptions(state_path=str(tmp_path / "st.json"), sleep=fake.sleep, monotonic=fake.monotonic)
+        cfg = _proxy_config(sshd, proxy, path, tmp_path, hook_wait=60, idle_timeout=3600, reply_timeout=5)
+        answer = stop_hook(stop_input(), cfg, opts)
+        assert proxy.cuts >= 1 and proxy.connections_total == 2
+        assert answer.outcome == "block" and answer.task_id == 1, answer.message
+        assert direct.queue.get(1).claimed_by == WORKER

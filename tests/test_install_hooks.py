@@ -144,7 +144,8 @@ def test_python_form_runs_the_hook_it_installed(tmp_path):
 def test_settings_templates_match_the_installer():
     from mavps import install as inst
 
-    for role, kw in (("worker", dict(worker="worker-1", workspace="sftp://myvps/srv/mavps/ws", capabilities=["backend"])),
+    for role, kw in (("worker", dict(worker="worker-1", workspace="sftp://myvps/srv/mavps/ws",
+                                     capabilities=["backend"])),
                      ("coordinator", dict(workspace="sftp://myvps/srv/mavps/ws"))):
         data: dict = {}
         inst.merge(data, role, **kw)
@@ -164,3 +165,40 @@ def test_task_template_renders():
     assert "(to be filled in: requirements)" in text
     assert (ROOT / "templates" / "task-instructions.md").read_text() == \
         (ROOT / "mavps" / "templates" / "task-instructions.md").read_text()
+
+
+def test_settings_are_replaced_atomically_keeping_their_mode(tmp_path):
+    (tmp_path / ".claude").mkdir()
+    path = tmp_path / ".claude" / "settings.json"
+    path.write_text("{}")
+    path.chmod(0o600)
+    assert install(tmp_path, "--role", "worker", "--worker", "w").exit_code == 0
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in (tmp_path / ".claude").iterdir()) == ["settings.json"]  # no temp file left
+
+
+def test_install_waits_for_another_installer_of_the_same_project(tmp_path):
+    """The read-modify-write runs under the project's lock: a second installer cannot interleave."""
+    import threading
+
+    from mavps.localfile import locked
+
+    results = []
+    with locked(str(tmp_path)):
+        t = threading.Thread(target=lambda: results.append(install(tmp_path, "--role", "worker", "--worker", "w")))
+        t.start()
+        t.join(0.5)
+        assert t.is_alive() and not (tmp_path / ".claude" / "settings.json").exists()
+    t.join(10)
+    assert results[0].exit_code == 0 and settings(tmp_path)["env"]["MAVPS_WORKER_ID"] == "w"
+
+
+def test_hook_session_file_is_private(tmp_path):
+    from mavps.hooks.session import SessionState
+
+    state = SessionState(str(tmp_path / "state.json"))
+    state.put("s1", {"blocks": 1})
+    assert (tmp_path / "state.json").stat().st_mode & 0o777 == 0o600
+    assert state.get("s1")["blocks"] == 1
+    state.put("s1", None)
+    assert state.get("s1") == {}
