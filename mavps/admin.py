@@ -41,7 +41,8 @@ def edit_state(ws: Any, name: str, ttl: float) -> dict[str, Any]:
         try:
             rc = subprocess.call([*shlex.split(editor), tmp])
         except OSError as exc:
-            raise ConfigError(f"cannot run the editor {editor!r} ({exc.strerror}): set EDITOR to one that works") from None
+            raise ConfigError(
+                f"cannot run the editor {editor!r} ({exc.strerror}): set EDITOR to one that works") from None
         if rc != 0:
             raise MavpsError(f"the editor {editor!r} exited with status {rc}; {name} was not changed "
                              f"(your copy is at {tmp})")
@@ -256,7 +257,8 @@ def _check_workspace(ws: Any, add: Callable[..., None]) -> None:
     else:
         who = (info["holder"] or {}).get("owner", "an unknown holder")
         held = f" for {info['held_for']:.0f}s" if info["held_for"] is not None else ""
-        add("lock", not info["stale"], f"held by {who}{held} (lease {info['ttl']:g}s)" + (": stale" if info["stale"] else ""),
+        stale = ": stale" if info["stale"] else ""
+        add("lock", not info["stale"], f"held by {who}{held} (lease {info['ttl']:g}s){stale}",
             "if that holder is dead, `mavps unlock --force` (waiters also break it by themselves)")
     old = leftovers(tr, max(LEFTOVER_AGE, ws.config.lock_timeout))
     add("lock leftovers", not old, "none" if not old else f"{len(old)} old lock director(ies): {', '.join(old)}",
