@@ -54,7 +54,8 @@ def main() -> int:
                 continue
             if task is None:
                 try:
-                    left = r.look(lambda ws: [t for t in ws.queue.list() if t.status.value in ("pending", "in_progress")])
+                    left = r.look(lambda ws: [t for t in ws.queue.list()
+                                              if t.status.value in ("pending", "in_progress")])
                 except MavpsError:
                     continue
                 if not left:
