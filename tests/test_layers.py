@@ -64,7 +64,8 @@ def imports(name: str, path: Path) -> set[str]:
                 continue
             for alias in node.names:  # `from . import lock` imports the module lock
                 sub = f"{target}.{alias.name}" if target else alias.name
-                found.add(sub if (PACKAGE / Path(*sub.split("."))).with_suffix(".py").exists() else target or "__init__")
+                is_module = (PACKAGE / Path(*sub.split("."))).with_suffix(".py").exists()
+                found.add(sub if is_module else target or "__init__")
         elif isinstance(node, ast.Import):
             found |= {a.name[len("mavps."):] for a in node.names if a.name.startswith("mavps.")}
     return {f for f in found if f and f != name}
