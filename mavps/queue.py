@@ -417,7 +417,7 @@ def archive(txn: Txn, tasks: list[Task]) -> list[Task]:
 
     Ids stay unique: workspace.json keeps the next id.
     """
-    moving = to_archive(tasks)
+    moving = to_archive(tasks, KEEP_FINISHED, ARCHIVE_BATCH)  # read at call time: tests set them small
     if not moving:
         return tasks
     for line in archive_lines(moving):
