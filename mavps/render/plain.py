@@ -28,7 +28,8 @@ def one_task(verb: str) -> Callable[[dict], None]:
     """`Added task #3 (pending): ...`: the answer of every command that changes one task."""
     def human(t: dict) -> None:
         holder = f" by {literal(t['claimed_by'])}" if t.get("claimed_by") and t["status"] == "in_progress" else ""
-        click.echo(f"{verb} task #{t['id']} ({literal(t['status'])}{holder}): {literal(t['description'])}")
+        held = ", held: release it with `mavps task release " + str(t["id"]) + "`" if t.get("held") else ""
+        click.echo(f"{verb} task #{t['id']} ({literal(t['status'])}{holder}{held}): {literal(t['description'])}")
     return human
 
 
