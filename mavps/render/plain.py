@@ -73,6 +73,18 @@ def claimed(d: dict, wid: str, flags: str) -> None:
     click.echo("To give back: " + f"mavps{flags} release {d['id']} --worker {q(wid)}")
 
 
+def plan_applied(d: dict) -> None:
+    """`plan apply`: one line per task of the plan, then the counts."""
+    verbs = {"add": "would add" if d["dry_run"] else "added", "unchanged": "unchanged",
+             "changed": "changed in the plan, not applied (use `mavps task edit`)"}
+    for r in d["tasks"]:
+        click.echo(f"#{r['id']} {literal(r['name'])}: {verbs[r['action']]}")
+    head = "dry run: nothing written; " if d["dry_run"] else ""
+    click.echo(f"{head}{d['added']} to add, {d['unchanged']} unchanged, {d['changed']} changed (not applied)"
+               if d["dry_run"] else f"{d['added']} added, {d['unchanged']} unchanged, {d['changed']} changed "
+               "(not applied)")
+
+
 def reaped(rows: list[dict]) -> None:
     click.echo(f"reaped {len(rows)} expired lease(s)" + (": " + ids([r["id"] for r in rows]) if rows else ""))
 
