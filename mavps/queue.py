@@ -10,6 +10,7 @@ client whatever its own clock says.
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Callable, Iterable, Sequence
@@ -18,8 +19,8 @@ from . import validate
 from .defaults import (ARCHIVE_BATCH, KEEP_FINISHED, LEASE_TTL, MAX_ATTEMPTS, MAX_DESCRIPTION,  # noqa: F401
                        MAX_PRIORITY, MAX_RESULT, RANGES)
 from .errors import InvalidInput, MavpsError, NotFound
-from .models import (ARCHIVE_FILE, META_FILE, QUEUE_FILE, TASKS_DIR, WORKERS_FILE, Task, TaskStatus, Worker,
-                     instruction_path)
+from .models import (ARCHIVE_FILE, FINISHED, META_FILE, QUEUE_FILE, TASKS_DIR, WORKERS_FILE, Task, TaskStatus,
+                     Worker, instruction_path)
 from .rules import (already_completed, as_reaped, blocked_reason, by_token, check_holder, claimable,  # noqa: F401
                     dead_dependency, dependency_cycle, dependency_index, dependency_problem, edited_dependency_problem,
                     filter_tasks, find,
@@ -139,6 +140,45 @@ class Queue:
         """Tasks by id for judging dependencies (see `rules.dependency_index`); the archive is read
         only when a pending task depends on an id the queue lacks."""
         return dependency_index(tasks, self._archived() if missing_dependencies(tasks) else ())
+
+    def wait(self, task_ids: Sequence[int | str], any_: bool = False, timeout: float | None = None,
+             sleep: Callable[[float], Any] = time.sleep, clock: Callable[[], float] = time.monotonic,
+             first: float = 0.5, longest: float = 10.0) -> dict[str, Any]:
+        """Poll (lock-free, backing off from `first` to `longest` seconds) until the tasks reach an end state:
+        all of them, or the first one with `any_`; or until `timeout` seconds pass.
+
+        `ok` is True when it did not time out and every task that ended completed (all of them, without `any_`).
+        """
+        ids = list(dict.fromkeys(validate.task_id(i) for i in task_ids))
+        if not ids:
+            raise InvalidInput("give at least one task id to wait for")
+        deadline = None if timeout is None else clock() + max(0.0, timeout)
+        delay, polls = first, 0
+        while True:
+            found = self._find_all(ids)
+            polls += 1
+            ended = [t for t in found if t.status in FINISHED]
+            done = bool(ended) if any_ else len(ended) == len(found)
+            left = None if deadline is None else deadline - clock()
+            if done or (left is not None and left <= 0):
+                break
+            sleep(delay if left is None else min(delay, left))
+            delay = min(delay * 1.5, longest)
+        rows = [{"id": t.id, "status": t.status.value, "description": t.description, "result": t.result,
+                 "error": t.error} for t in found]
+        return {"ok": done and all(t.status is TaskStatus.COMPLETED for t in ended), "done": done,
+                "timed_out": not done, "mode": "any" if any_ else "all", "polls": polls, "tasks": rows,
+                "still_running": [t.id for t in found if t.status not in FINISHED]}
+
+    def _find_all(self, ids: list[int]) -> list[Task]:
+        """These tasks as they are now: from the queue, the archive read only for ids the queue lacks."""
+        live = {t.id: t for t in self._tasks()}
+        if any(i not in live for i in ids):
+            live.update({t.id: t for t in self._archived() if t.id in ids and t.id not in live})
+        missing = [i for i in ids if i not in live]
+        if missing:
+            raise NotFound(f"no task {', '.join(map(str, missing))}: see `mavps task list --all`")
+        return [live[i] for i in ids]
 
     def _tasks(self) -> list[Task]:
         return read_tasks(self.store.look([QUEUE_FILE])[QUEUE_FILE])

@@ -174,3 +174,17 @@ def ready(capabilities: tuple[str, ...], blocked: bool) -> None:
         return
     tasks = q.ready(list(capabilities) if capabilities else None)
     emit([task_out(t) for t in tasks], lambda rows: plain.ready(rows, "nothing is claimable now", waiting()))
+
+
+@cli.command(epilog="Examples: mavps wait 3 4 5 --timeout 3600 --json        mavps wait 3 4 --any")
+@click.argument("task_ids", metavar="ID...", nargs=-1, required=True)
+@click.option("--all", "mode", flag_value="all", default=True, help="Until every task ended (the default).")
+@click.option("--any", "mode", flag_value="any", help="Until the first task ended.")
+@click.option("--timeout", type=click.FloatRange(min=0), metavar="SECONDS", help="Give up after this (exit 1).")
+@common
+def wait(task_ids: tuple[str, ...], mode: str, timeout: float | None) -> None:
+    """Wait until tasks end (completed, failed for good, cancelled): exit 0 when all completed, else 1."""
+    out = state().workspace().queue.wait(task_ids, any_=mode == "any", timeout=timeout)
+    emit(out, plain.waited)
+    if not out["ok"]:
+        raise click.exceptions.Exit(1)

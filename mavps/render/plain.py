@@ -73,6 +73,16 @@ def claimed(d: dict, wid: str, flags: str) -> None:
     click.echo("To give back: " + f"mavps{flags} release {d['id']} --worker {q(wid)}")
 
 
+def waited(d: dict) -> None:
+    """`wait`: each task's state, then what is still running after a timeout."""
+    for r in d["tasks"]:
+        why = r["error"] if r["status"] == "failed" else r["result"]
+        tail = f" ({literal(why)})" if why else ""
+        click.echo(f"#{r['id']} {literal(r['status'])}: {literal(r['description'])}{tail}")
+    if d["timed_out"]:
+        click.echo("timed out; still running: " + ids(d["still_running"]))
+
+
 def plan_applied(d: dict) -> None:
     """`plan apply`: one line per task of the plan, then the counts."""
     verbs = {"add": "would add" if d["dry_run"] else "added", "unchanged": "unchanged",
