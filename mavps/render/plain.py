@@ -83,6 +83,33 @@ def waited(d: dict) -> None:
         click.echo("timed out; still running: " + ids(d["still_running"]))
 
 
+def listing(d: dict, long_: bool, recursive: bool) -> None:
+    """`ls`: one name a line (`NAME/` a directory, `NAME@` a link, never followed); --long adds kind, size, time."""
+    from ..timeutil import from_epoch, iso
+
+    base = d["path"].strip("/")
+    for e in d["entries"]:
+        shown = e["path"] if recursive or not base or e["path"] == base else e["path"][len(base) + 1:]
+        mark = {"dir": "/", "link": "@"}.get(e["kind"], "")
+        if long_:
+            size = "" if e["size"] is None else str(e["size"])
+            when = iso(from_epoch(e["mtime"])) if e["mtime"] is not None else ""
+            click.echo(f"{e['kind']:<5} {size:>10}  {when}  {literal(shown)}{mark}")
+        else:
+            click.echo(f"{literal(shown)}{mark}")
+    if not d["complete"]:
+        click.echo("(stopped: too many directories; list a part of the tree)")
+
+
+def fetched(rows: list[dict]) -> None:
+    """`get`: each file written, and each entry skipped with why."""
+    for r in rows:
+        if r.get("skipped"):
+            click.echo(f"skipped {literal(r['path'])}: {r['skipped']}")
+        else:
+            click.echo(f"{literal(r['path'])} -> {literal(r['local'])} ({r['size']} bytes)")
+
+
 def plan_applied(d: dict) -> None:
     """`plan apply`: one line per task of the plan, then the counts."""
     verbs = {"add": "would add" if d["dry_run"] else "added", "unchanged": "unchanged",
