@@ -98,3 +98,10 @@ def test_cli_edit_opens_the_editor_on_the_instructions(mavps):
     mavps("task", "edit", tid, env={"EDITOR": editor, "VISUAL": editor})
     text = mavps.json("task", "show", tid)["instructions"]
     assert "FILLED" in text and "(to be filled in" not in text
+
+
+def test_cli_list_and_show_say_a_task_is_held(mavps):
+    mavps("task", "add", "draft", "--hold")
+    assert "pending (held)" in mavps("task", "list").stdout
+    assert "held: True" in mavps("task", "show", "1").stdout
+    assert "held: a draft" in mavps("ready", "--blocked").stdout
