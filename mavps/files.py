@@ -386,6 +386,9 @@ def _fetch_group(transport: Transport, group: list[tuple[str, str]]) -> list[dic
     rows = []
     for (path, local), (dirs, before, opened, after), got in zip(group, staged, reads):
         data = None
+        if got is None and isinstance(opened.error, FileNotFoundError):
+            rows.append({"path": path, "local": None, "size": None, "skipped": "removed while it was fetched"})
+            continue
         if got is not None:
             fst, first = got
             seen = _check_path(path, dirs, before + after)

@@ -102,3 +102,12 @@ def test_cli_ls_and_get(mavps, target, tmp_path):
     mavps("get", "results/report.md", "results/data", "--to", str(dest))
     assert (dest / "report.md").read_text() == "all done\n" and (dest / "data" / "x.csv").read_text() == "1,2\n"
     mavps("get", "../x", code=1)
+
+
+def test_a_file_removed_between_listing_and_fetching_is_skipped(ws, tmp_path):
+    from mavps.files import _fetch_group
+
+    ws.write_file("kept.txt", b"kept\n")
+    rows = _fetch_group(ws.transport, [("gone.txt", str(tmp_path / "gone.txt")), ("kept.txt", str(tmp_path / "k"))])
+    assert rows[0]["skipped"] and not (tmp_path / "gone.txt").exists()
+    assert (tmp_path / "k").read_text() == "kept\n"
