@@ -146,3 +146,44 @@ def _run(body: str, server: SSHServer, env: dict, home: Path, admin: Path) -> st
     if "RELOAD-TEST-SSHD" in proc.stdout:
         _reload(server)
     return out
+
+
+DOCS = ["README.md", "CLAUDE.md", "TO_DO.md", "templates/mavps.yaml", "knowledge/06-vps-setup.md"]
+
+
+def _epilogs() -> str:
+    import click
+
+    from mavps.cli import cli
+
+    found = []
+
+    def walk(cmd: click.Command) -> None:
+        found.append(cmd.epilog or "")
+        for sub in getattr(cmd, "commands", {}).values():
+            walk(sub)
+    walk(cli)
+    return "\n".join(found)
+
+
+def test_one_example_everywhere():
+    """knowledge/06's alias, account and path: every VPS URL in the docs and the --help examples is under
+    sftp://myvps/ws, and every ssh alias block uses the account mavps."""
+    texts = {name: (ROOT / name).read_text() for name in DOCS}
+    texts["--help examples"] = _epilogs()
+    for name, text in texts.items():
+        for url in re.findall(r"sftp://[^\s`'\")]+", text):
+            if url.startswith("sftp://[") or "..." in url:
+                continue  # the syntax, not an example
+            assert url == "sftp://myvps/ws" or url.startswith("sftp://myvps/ws/"), f"{name}: {url}"
+        for block in re.findall(r"^ *Host myvps\n((?: {4,}.*\n)+)", text, re.M):
+            assert re.search(r"^\s*User mavps$", block, re.M), f"{name}: {block}"
+    assert "--template task " not in texts["README.md"] + texts["CLAUDE.md"]
+
+
+def test_to_do_refers_to_the_one_account_block():
+    """TO_DO.md points at knowledge/06's commands instead of keeping a second copy that drifts."""
+    to_do = (ROOT / "TO_DO.md").read_text()
+    assert "knowledge/06-vps-setup.md" in to_do
+    for line in ("Match User mavps", "ForceCommand internal-sftp", "useradd ", "chmod 750"):
+        assert not re.search(rf"^\s*{re.escape(line)}", to_do, re.M), f"TO_DO.md copies {line!r}"
