@@ -411,7 +411,8 @@ class Queue:
         def apply(txn: Txn, task: Task, worker: str) -> None:
             final = task.fail(error, txn.now)
             why = (task.error or "")[:500]
-            msg = f"Task #{task.id} failed for good after {task.attempts} attempts: {why}" if final else \
+            tries = f"{task.attempts} attempt{'' if task.attempts == 1 else 's'}"
+            msg = f"Task #{task.id} failed for good after {tries}: {why}" if final else \
                 f"Task #{task.id} failed (attempt {task.attempts} of {task.max_attempts}), back to pending: {why}"
             txn.log.append(event(txn, worker, "task_failed", msg, task, final=final))
 
