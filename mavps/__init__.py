@@ -1,7 +1,7 @@
 """mavps: several coding agents, one shared workspace of files, no server process.
 
     from mavps import Workspace
-    with Workspace.open("sftp://vps/srv/ws", worker_id="worker-1") as ws:
+    with Workspace.open("sftp://myvps/ws", worker_id="worker-1") as ws:
         task = ws.queue.claim("worker-1", ["backend"])
 
 `import mavps` stays light: the workspace machinery (and paramiko) load on

@@ -2,7 +2,7 @@
 
 The CLI and the Claude Code hooks both start here:
 
-    cfg = load_config({"workspace": "sftp://vps/srv/ws"})   # flags; None values ignored
+    cfg = load_config({"workspace": "sftp://myvps/ws"})   # flags; None values ignored
     with open_workspace(cfg, agent="worker-1") as ws:
         ...
 
