@@ -1,6 +1,7 @@
 """Choose the transport for a workspace URL, in one place."""
 from __future__ import annotations
 
+import os
 import re
 from urllib.parse import unquote, urlsplit
 
@@ -24,7 +25,8 @@ def parse_url(url: str) -> tuple[str, dict]:
     if url.startswith("file:"):
         return "local", {"path": url[5:]}
     scp = _SCP.match(url)
-    if scp:
+    if scp and not (os.name == "nt" and len(scp.group("host")) == 1):  # C:/dir is a Windows path
+
         user, host, path = scp.group("user"), scp.group("host"), scp.group("path")
         if not path.startswith("/") or path.rstrip("/") == "":
             raise ConfigError(f"workspace {url!r} needs an absolute directory path after the colon: "
