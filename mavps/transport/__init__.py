@@ -26,7 +26,6 @@ def parse_url(url: str) -> tuple[str, dict]:
         return "local", {"path": url[5:]}
     scp = _SCP.match(url)
     if scp and not (os.name == "nt" and len(scp.group("host")) == 1):  # C:/dir is a Windows path
-
         user, host, path = scp.group("user"), scp.group("host"), scp.group("path")
         if not path.startswith("/") or path.rstrip("/") == "":
             raise ConfigError(f"workspace {url!r} needs an absolute directory path after the colon: "
