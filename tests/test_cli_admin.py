@@ -183,7 +183,7 @@ def test_doctor_without_workspace() -> None:
 # ----- status --watch into a pipe or a file -------------------------------------------------
 def test_watch_into_a_pipe_writes_one_plain_line_per_change(mavps: Mavps) -> None:
     """Not a terminal (CliRunner's stdout): no live table, one line, and only one since nothing changed."""
-    out = mavps("status", "--watch", "--interval", "0.05", "--max-seconds", "0.3").stdout
+    out = mavps("status", "--watch", "--interval", "0.1", "--max-seconds", "0.3").stdout
     lines = out.splitlines()
     assert len(lines) == 1, out
     assert "pending 0" in lines[0] and "\x1b" not in out and "─" not in out
