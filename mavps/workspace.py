@@ -5,7 +5,7 @@ import contextlib
 from typing import Any, Iterator
 
 from .config import Config
-from .errors import MavpsError, TransportError
+from .errors import MavpsError, NotFound, TransportError
 from .log import Log, parse_lines
 from .models import META_FILE, QUEUE_FILE, TASKS_DIR, WORKERS_FILE, TaskStatus
 from .queue import Queue, QueueSettings
@@ -123,9 +123,10 @@ class Workspace:
         is likelier than a missing file); the check costs a round trip only after a failure."""
         try:
             yield
-        except MavpsError:
-            with contextlib.suppress(TransportError):
-                self.require()
+        except MavpsError as exc:
+            if type(exc) is MavpsError or isinstance(exc, (NotFound, TransportError)):  # not a refusal
+                with contextlib.suppress(TransportError):
+                    self.require()
             raise
 
     def board(self, log_lines: int = 10) -> dict[str, Any]:

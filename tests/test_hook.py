@@ -343,7 +343,7 @@ def test_hook_group_through_clirunner(ws, target, tmp_path, monkeypatch):
     assert result.exit_code == 0
     assert "Task #1: via click" in json.loads(result.stdout)["reason"]
     result = CliRunner().invoke(hook, ["stop"], input="{oops")
-    assert result.exit_code == 0 and result.stdout == ""
+    assert result.exit_code == 0 and "not valid JSON" in json.loads(result.stdout)["systemMessage"]
 
 
 def test_library_functions(ws, target, tmp_path):
