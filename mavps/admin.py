@@ -41,7 +41,8 @@ def edit_state(ws: Any, name: str, ttl: float) -> dict[str, Any]:
         try:
             rc = subprocess.call([*shlex.split(editor), tmp])
         except OSError as exc:
-            raise ConfigError(f"cannot run the editor {editor!r} ({exc.strerror}): set EDITOR to one that works") from None
+            raise ConfigError(
+                f"cannot run the editor {editor!r} ({exc.strerror}): set EDITOR to one that works") from None
         if rc != 0:
             raise MavpsError(f"the editor {editor!r} exited with status {rc}; {name} was not changed "
                              f"(your copy is at {tmp})")
@@ -178,6 +179,7 @@ def run_checks(flags: dict[str, Any]) -> list[dict[str, Any]]:
         return out
     add("config", True, f"config file: {config_file() or 'none'}; workspace from {cfg.source('workspace')}")
     add("hook log", True, _hook_log_detail())
+    check_stop_hook_cap(cfg, add)
     if not cfg.workspace:
         add("workspace", False, "no workspace configured", NO_WORKSPACE.replace("no workspace configured: ", ""))
         return out
@@ -213,6 +215,80 @@ EXPECTED = {"task-queue.json": "file", "worker-status.json": "file", "workspace.
             "agent-comms.jsonl": "file", "task-archive.jsonl": "file", "task-queue.json.bak": "file",
             "worker-status.json.bak": "file", "workspace.json.bak": "file", "tasks": "directory",
             ".mavps.lock": "directory", ".mavps.commit": "directory"}
+
+
+#: Claude Code lets a session stop after this many consecutive Stop-hook blocks in which it ran no tool.
+STOP_HOOK_BLOCK_CAP = 8
+CAP_VARIABLE = "CLAUDE_CODE_STOP_HOOK_BLOCK_CAP"
+
+
+def _project_settings(project: str) -> list[tuple[str, dict]]:
+    """The project's Claude Code settings files that exist and parse, lowest precedence first."""
+    found = []
+    for name in ("settings.json", "settings.local.json"):
+        path = os.path.join(project, ".claude", name)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            found.append((path, data))
+    return found
+
+
+def stop_hook_block_cap(project: str, environ: dict[str, str] | None = None) -> tuple[int, str]:
+    """Claude Code's cap and where it comes from: settings.local.json's `env`, then settings.json's, then the
+    environment, else the default."""
+    cap, where = STOP_HOOK_BLOCK_CAP, "Claude Code's default"
+    env = os.environ if environ is None else environ
+    if str(env.get(CAP_VARIABLE, "")).strip().isdigit():
+        cap, where = int(env[CAP_VARIABLE]), f"${CAP_VARIABLE}"
+    for path, data in _project_settings(project):
+        value = str((data.get("env") or {}).get(CAP_VARIABLE, "") if isinstance(data.get("env"), dict) else "")
+        if value.strip().isdigit():
+            cap, where = int(value), f"{CAP_VARIABLE} in {path}"
+    return cap, where
+
+
+def check_stop_hook_cap(cfg: Any, add: Callable[..., None], project: str | None = None) -> None:
+    """A worker idle for idle_timeout gets a "no work yet" block every hook_wait (the last wait ends in letting
+    it stop, not in a block); more consecutive blocks than Claude Code's cap and Claude Code ends the session
+    itself, early. Checked only where a worker runs (a worker id, or a Stop hook in the project)."""
+    from math import ceil
+
+    from .hooks.options import MAX_HOOK_WAIT
+
+    project = project or os.getcwd()
+    has_stop = any("Stop" in (data.get("hooks") or {}) for _p, data in _project_settings(project)
+                   if isinstance(data.get("hooks"), dict))
+    if not (cfg.worker_id or has_stop):
+        return
+    wait = max(1.0, min(cfg.hook_wait, MAX_HOOK_WAIT))
+    needed = max(0, ceil(cfg.idle_timeout / wait) - 1)
+    cap, where = stop_hook_block_cap(project)
+    detail = (f"an idle worker needs up to {needed} \"no work yet\" blocks (idle_timeout {cfg.idle_timeout:g}s / "
+              f"hook_wait {wait:g}s); the cap is {cap} ({where})")
+    enough = ceil(cfg.idle_timeout / (cap + 1))
+    raise_wait = f"raise hook_wait to at least {enough:d}s, " if enough <= MAX_HOOK_WAIT else ""
+    add("stop hook cap", needed <= cap, detail,
+        f"{raise_wait}lower idle_timeout to {wait * (cap + 1):g}s or less, or set "
+        f"{CAP_VARIABLE} to {needed} or more in .claude/settings.json `env`")
+
+
+def _state_files_line(add: Callable[..., None], read: list[str], missing: list[str], bad: list[str]) -> None:
+    """What was really checked: a missing state file is not 'valid JSON'."""
+    from .workspace import STATE_FILES
+
+    absent = [p for p in STATE_FILES if p in missing]
+    if bad:
+        add("state files", False, "; ".join(bad), "fix it with `mavps edit FILE`, or restore FILE.bak")
+    elif not read:
+        add("state files", False, f"none to check: {', '.join(absent)} missing", "run `mavps init`")
+    else:
+        gone = f"; missing: {', '.join(absent)}" if absent else ""
+        add("state files", not absent, f"valid JSON, valid records ({', '.join(read)}){gone}",
+            "run `mavps init` (it keeps existing files)")
 
 
 def _check_planted(ws: Any, add: Callable[..., None]) -> None:
@@ -260,8 +336,7 @@ def _check_workspace(ws: Any, add: Callable[..., None]) -> None:
                 workers = load_workers(value)
         except ValueError as exc:
             bad.append(f"{name}: {exc}")
-    add("state files", not bad, "valid JSON, valid records" if not bad else "; ".join(bad),
-        "fix it with `mavps edit FILE`, or restore FILE.bak")
+    _state_files_line(add, [n for n, data in raw.items() if data is not None], missing, bad)
     _check_planted(ws, add)
     info = lock_info(tr, ws.config.lock_ttl)
     if not info["held"]:
@@ -272,7 +347,8 @@ def _check_workspace(ws: Any, add: Callable[..., None]) -> None:
     else:
         who = (info["holder"] or {}).get("owner", "an unknown holder")
         held = f" for {info['held_for']:.0f}s" if info["held_for"] is not None else ""
-        add("lock", not info["stale"], f"held by {who}{held} (lease {info['ttl']:g}s)" + (": stale" if info["stale"] else ""),
+        stale = ": stale" if info["stale"] else ""
+        add("lock", not info["stale"], f"held by {who}{held} (lease {info['ttl']:g}s){stale}",
             "if that holder is dead, `mavps unlock --force` (waiters also break it by themselves)")
     old = leftovers(tr, max(LEFTOVER_AGE, ws.config.lock_timeout))
     add("lock leftovers", not old, "none" if not old else f"{len(old)} old lock director(ies): {', '.join(old)}",

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .config import KEYS, Config
@@ -177,52 +178,75 @@ def watch(ws: Any, procs: list[subprocess.Popen[bytes]], n_tasks: int, deadline:
             live_view.stop()
 
 
+@dataclass
+class _LogFacts:
+    """What the comms log says happened, by task id: completions, and where each was first claimed/completed."""
+
+    completions: dict[int, int] = field(default_factory=dict)
+    completed_at: dict[int, int] = field(default_factory=dict)
+    first_claim: dict[int, int] = field(default_factory=dict)
+    failures: int = 0
+
+
+def _log_facts(records: list[dict[str, Any]]) -> _LogFacts:
+    facts = _LogFacts()
+    for pos, r in enumerate(records):
+        tid = r.get("task_id")
+        if r.get("event") == "task_completed":
+            facts.completions[tid] = facts.completions.get(tid, 0) + 1
+            facts.completed_at.setdefault(tid, pos)
+        elif r.get("event") == "task_claimed":
+            facts.first_claim.setdefault(tid, pos)
+        elif r.get("event") == "task_failed":
+            facts.failures += 1
+    return facts
+
+
+def _task_problems(t: Any, fail_once: bool, facts: _LogFacts, caps: dict[str, list[str]]) -> list[str]:
+    """Everything wrong with one task: not completed exactly once, wrong attempts, order, or capability."""
+    tid = t.id
+    problems: list[str] = []
+    if t.status.value != "completed":
+        problems.append(f"task {tid} is {t.status.value}, not completed")
+    if facts.completions.get(tid, 0) != 1:
+        problems.append(f"task {tid} was completed {facts.completions.get(tid, 0)} times in the log")
+    if fail_once and t.attempts != 2:
+        problems.append(f"task {tid} should have needed 2 attempts, took {t.attempts}")
+    claimed = facts.first_claim.get(tid)
+    for dep in t.depends_on:
+        if dep in facts.completed_at and claimed is not None and claimed < facts.completed_at[dep]:
+            problems.append(f"task {tid} was claimed before its dependency {dep} completed")
+    if t.requires and t.claimed_by and not set(t.requires) <= set(caps.get(t.claimed_by, [])):
+        problems.append(f"task {tid} needs {t.requires} but {t.claimed_by} did it")
+    return problems
+
+
+def _run_problems(ids: list[int], facts: _LogFacts, codes: dict[str, int]) -> list[str]:
+    """Completions of tasks the demo never added, and workers that did not exit cleanly."""
+    problems: list[str] = []
+    extra = set(facts.completions) - set(ids)
+    if extra:
+        problems.append(f"completions for unknown tasks {sorted(extra)}")
+    problems += [f"{wid} exited with status {code}" for wid, code in codes.items() if code != 0]
+    return problems
+
+
 def verify(ws: Any, ids: list[int], caps: dict[str, list[str]], codes: dict[str, int],
            planned: list[dict[str, Any]]) -> dict[str, Any]:
     """Check from the queue and from the log that every task completed exactly once, in order."""
     tasks = {t.id: t for t in ws.queue.list(include_archived=True)}
-    records = ws.log.tail(10 ** 7)
+    facts = _log_facts(ws.log.tail(10 ** 7))
     problems: list[str] = []
-    completions: dict[int, int] = {}
-    completed_at: dict[int, int] = {}
-    first_claim: dict[int, int] = {}
-    failures = 0
-    for pos, r in enumerate(records):
-        tid = r.get("task_id")
-        if r.get("event") == "task_completed":
-            completions[tid] = completions.get(tid, 0) + 1
-            completed_at.setdefault(tid, pos)
-        elif r.get("event") == "task_claimed":
-            first_claim.setdefault(tid, pos)
-        elif r.get("event") == "task_failed":
-            failures += 1
     retried = 0
     for i, tid in enumerate(ids):
         t = tasks.get(tid)
         if t is None:
             problems.append(f"task {tid} is missing from the queue")
             continue
-        if t.status.value != "completed":
-            problems.append(f"task {tid} is {t.status.value}, not completed")
-        if completions.get(tid, 0) != 1:
-            problems.append(f"task {tid} was completed {completions.get(tid, 0)} times in the log")
-        p = planned[i]
-        if p["fail_once"]:
-            if t.attempts != 2:
-                problems.append(f"task {tid} should have needed 2 attempts, took {t.attempts}")
-            else:
-                retried += 1
-        for dep in t.depends_on:
-            if dep in completed_at and tid in first_claim and first_claim[tid] < completed_at[dep]:
-                problems.append(f"task {tid} was claimed before its dependency {dep} completed")
-        if t.requires and t.claimed_by and not set(t.requires) <= set(caps.get(t.claimed_by, [])):
-            problems.append(f"task {tid} needs {t.requires} but {t.claimed_by} did it")
-    extra = set(completions) - set(ids)
-    if extra:
-        problems.append(f"completions for unknown tasks {sorted(extra)}")
-    for wid, code in codes.items():
-        if code != 0:
-            problems.append(f"{wid} exited with status {code}")
+        fail_once = planned[i]["fail_once"]
+        problems += _task_problems(t, fail_once, facts, caps)
+        retried += bool(fail_once and t.attempts == 2)
+    problems += _run_problems(ids, facts, codes)
     per_worker = {wid: {"capabilities": c, "completed": sum(1 for t in tasks.values()
                                                              if t.claimed_by == wid and t.status.value == "completed")}
                   for wid, c in caps.items()}
@@ -230,8 +254,8 @@ def verify(ws: Any, ids: list[int], caps: dict[str, list[str]], codes: dict[str,
              "worker": t.claimed_by, "attempts": t.attempts, "status": t.status.value}
             for t in (tasks[i] for i in ids if i in tasks)]
     return {"workers": len(caps), "tasks": len(ids), "rows": rows, "per_worker": per_worker,
-            "check": {"ok": not problems, "problems": problems, "completed_events": sum(completions.values()),
-                      "failed_events": failures, "retries": retried},
+            "check": {"ok": not problems, "problems": problems, "completed_events": sum(facts.completions.values()),
+                      "failed_events": facts.failures, "retries": retried},
             "exit_codes": codes}
 
 

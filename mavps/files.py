@@ -246,6 +246,179 @@ def _pump(transport: Transport, path: str, handle: Any, size: int, replies: list
         transport.run(b)
 
 
+# ----- listing and fetching (ls, get) ------------------------------------------------
+#: Directories `ls --recursive` and `get` walk at most.
+MAX_LIST_DIRS = 2000
+#: Files whose opens and first reads share one round trip in `get`.
+PIPELINE = 16
+
+
+def _entry(path: str, st: Stat) -> dict[str, Any]:
+    kind = "link" if st.is_link else "dir" if st.is_dir else "file" if st.is_file else st.kind()
+    return {"path": path, "kind": kind, "size": st.size if st.is_file else None, "mtime": st.mtime,
+            "mode": statmod.filemode(st.mode) if getattr(st, "mode", None) is not None else None}
+
+
+def _root_or_path(path: str) -> str:
+    return "" if path in ("", ".", "./") else validate.relative_path(path)
+
+
+def _is_lock(name: str) -> bool:
+    return name.startswith((LOCK, ".mavps.commit"))
+
+
+def list_dir(transport: Transport, path: str = "", recursive: bool = False) -> tuple[list[dict[str, Any]], bool]:
+    """Entries of a workspace directory (or the one entry of a file or link), never following a link:
+    a link is listed as a link. With `recursive`, real subdirectories too (at most MAX_LIST_DIRS).
+    Returns (entries, complete)."""
+    path = _root_or_path(path)
+    if path:
+        b = Batch()
+        look = _look(b, prefixes(path)[:-1], path, 1)
+        transport.run(b)
+        parents = prefixes(path)[:-1]
+        if _check_dirs(path, parents, look) < len(parents):
+            raise NotFound(f"no {path} in the workspace")
+        reply = _lasts(look)[0]
+        if not reply.ok:
+            if isinstance(reply.error, FileNotFoundError):
+                raise NotFound(f"no {path} in the workspace")
+            raise MavpsError(f"cannot look at {path}: {reply.error}")
+        if not reply.value.is_dir or reply.value.is_link:
+            return [_entry(path, reply.value)], True
+    out: list[dict[str, Any]] = []
+    todo, walked = [path], 0
+    while todo:
+        if walked >= MAX_LIST_DIRS:
+            return out, False
+        folder = todo.pop(0)
+        walked += 1
+        entries = _list_one(transport, folder)
+        out += entries
+        if recursive:
+            todo += [e["path"] for e in entries if e["kind"] == "dir"]
+    return out, True
+
+
+def _list_one(transport: Transport, folder: str) -> list[dict[str, Any]]:
+    """One real directory's entries, lstat'ed; the directory checked before and after its listing."""
+    dirs = prefixes(folder) if folder else []
+    b = Batch()
+    before = _look(b, dirs, None, 1)
+    transport.run(b)
+    if _check_dirs(folder, dirs, before) < len(dirs):
+        raise NotFound(f"no directory {folder} in the workspace")
+    try:
+        names = transport.listdir(folder)
+    except FileNotFoundError:
+        raise NotFound(f"no directory {folder} in the workspace") from None
+    except OSError as exc:
+        raise MavpsError(f"cannot list {folder or 'the workspace'}: {exc}") from None
+    names = [n for n in names if n not in (".", "..") and "/" not in n and not (not folder and _is_lock(n))]
+    joined = [f"{folder}/{n}" if folder else n for n in names]
+    b = Batch()
+    stats = [b.lstat(p) for p in joined]
+    after = _look(b, dirs, None, 1)
+    transport.run(b)
+    if _check_dirs(folder, dirs, after) < len(dirs):
+        raise _changed(folder)
+    if dirs and not same_file(before[0][0][-1][1].value, after[0][0][-1][1].value):
+        raise _changed(folder)
+    return [_entry(p, r.value) for p, r in zip(joined, stats) if r.ok]
+
+
+def fetch(transport: Transport, paths: list[str], dest: str) -> list[dict[str, Any]]:
+    """Copy workspace files, and directories recursively, into the local directory `dest`: a file to
+    dest/NAME, a directory to dest/NAME/... Links met inside a directory are skipped (reported), never
+    followed. Files are read through the checked reader, PIPELINE of them per round trip, each written
+    to a local temp file and renamed into place. One row per file: path, local, size (or skipped)."""
+    plan: list[tuple[str, str]] = []
+    rows: list[dict[str, Any]] = []
+    for given in paths:
+        entries, complete = list_dir(transport, given, recursive=True)
+        if not complete:
+            raise InvalidInput(f"{given} has more than {MAX_LIST_DIRS} directories: get a part of it")
+        top = _root_or_path(given)
+        base = top.rpartition("/")[0]
+        single = len(entries) == 1 and entries[0]["path"] == top
+        if single and entries[0]["kind"] != "file":
+            raise InvalidInput(f"{top} is a {entries[0]['kind']}, not a file or directory: mavps does not follow "
+                               "links (they can lead out of the workspace)")
+        if top and not single:  # a directory: made even when empty
+            os.makedirs(os.path.join(dest, top.rpartition("/")[2]), exist_ok=True)
+        for e in entries:
+            rel = e["path"][len(base) + 1:] if base else e["path"]
+            local = os.path.join(dest, *rel.split("/"))
+            if e["kind"] == "file":
+                plan.append((e["path"], local))
+            elif e["kind"] == "dir":
+                os.makedirs(local, exist_ok=True)
+            else:
+                rows.append({"path": e["path"], "local": None, "size": None,
+                             "skipped": f"a {e['kind']}: mavps does not follow links or copy special files"})
+    for i in range(0, len(plan), PIPELINE):
+        rows += _fetch_group(transport, plan[i:i + PIPELINE])
+    return rows
+
+
+def _fetch_group(transport: Transport, group: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Open and check a group of small files in two shared round trips; any file that needs more (a large one,
+    one that changed meanwhile) goes through `stream_file` on its own."""
+    b = Batch()
+    staged = []
+    for path, _local in group:
+        dirs = prefixes(path)[:-1]
+        before = _look(b, dirs, path, 1)
+        opened = b.open(path, "r")
+        after = _look(b, dirs, path, 1)
+        staged.append((dirs, before, opened, after))
+    transport.run(b)
+    b = Batch()
+    reads: list[tuple[Reply, list[Reply]] | None] = []
+    for _dirs, before, opened, _after in staged:
+        if not opened.ok:
+            reads.append(None)
+            continue
+        first = _window(b, opened.value, 0, 0)  # one chunk: enough for a small file
+        reads.append((b.fstat(opened.value), first))
+        b.close(opened.value)
+    transport.run(b)
+    rows = []
+    for (path, local), (dirs, before, opened, after), got in zip(group, staged, reads):
+        data = None
+        if got is None and isinstance(opened.error, FileNotFoundError):
+            rows.append({"path": path, "local": None, "size": None, "skipped": "removed while it was fetched"})
+            continue
+        if got is not None:
+            fst, first = got
+            seen = _check_path(path, dirs, before + after)
+            if fst.ok and all(same_file(fst.value, st) for st in seen) and first[0].ok \
+                    and len(first[0].value) < CHUNK and len(first[0].value) == fst.value.size:
+                data = first[0].value
+        rows.append(_save_local(transport, path, local, data))
+    return rows
+
+
+def _save_local(transport: Transport, path: str, local: str, data: bytes | None) -> dict[str, Any]:
+    """Write one fetched file atomically (temp file, then os.replace); streamed when not read yet."""
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(local))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(local) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            size = fh.write(data) if data is not None else stream_file(transport, path, fh.write)
+        os.replace(tmp, local)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return {"path": path, "local": local, "size": size}
+
+
 # ----- writing ----------------------------------------------------------------------
 def write_file(transport: Transport, path: str, data: bytes | BinaryIO, limit: int = MAX_FILE) -> int:
     """Replace (or create) a workspace file atomically from bytes or a binary stream; the bytes written.

@@ -98,7 +98,7 @@ def install_hooks(role: str, project: str, worker: str | None, workspace: str | 
     except (MavpsError, OSError, ValueError) as exc:
         die(str(exc))
     if state().json:
-        click.echo(json.dumps({"path": report.path, "changed": report.changed, "changes": report.changes,
+        click.echo(json.dumps({"path": report.path, "changed": bool(report.changes), "changes": report.changes,
                                "notes": report.notes}, indent=2, ensure_ascii=False))
         return
     for line in report.lines():

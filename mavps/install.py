@@ -56,11 +56,6 @@ class InstallReport:
     path: str
     changes: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.changes)
 
     def lines(self) -> list[str]:
         if not self.changes:
@@ -235,7 +230,6 @@ def install(project: str, role: str, *, worker: str | None = None, workspace: st
         data = read_settings(path)
         report.changes = merge(data, role, worker=worker, workspace=workspace, capabilities=capabilities,
                                allow_bash=allow_bash, use_python=use_python, block_cap=block_cap, path=path)
-        report.settings = data
         if report.changes:
             write_settings(path, data)
     if not use_python and shutil.which("mavps") is None:

@@ -54,7 +54,8 @@ class Log:
         """Append one record; refused (not split) above 32 KiB, so lines never interleave."""
         agent = validate.agent_name(agent or self.agent)
         message = validate.text(message, "message", MAX_LOG_LINE, allow_empty=False)
-        record = {"timestamp": iso(utcnow()), "agent": agent, "message": message, "event": fields.pop("event", "message")}
+        record = {"timestamp": iso(utcnow()), "agent": agent, "message": message,
+                  "event": fields.pop("event", "message")}
         record.update(fields)
         line = log_line(record)
         if len(line) > MAX_LOG_LINE:

@@ -70,7 +70,11 @@ def _int(v: Any) -> bool:
 
 
 _TEXT_FIELDS = ("instruction_file", "claimed_by", "claimed_at", "completed_at", "lease_expires_at", "claim_token",
-                "created_at", "created_by", "updated_at", "result", "error")
+                "created_at", "created_by", "updated_at", "result", "error", "plan_name", "plan_digest")
+#: Fields written only when they differ from their default: a queue without drafts or plans reads as before.
+_OPTIONAL = {"held": False, "touches": [], "plan_name": None, "plan_digest": None}
+#: What `Task.edit` may change.
+EDITABLE = ("description", "context_files", "requires", "priority", "depends_on", "max_attempts", "instruction_file")
 
 
 @dataclass
@@ -95,6 +99,13 @@ class Task:
     updated_at: str | None = None
     result: str | None = None
     error: str | None = None
+    #: A draft nobody can claim until `release_hold` (written only when true, so older readers keep working).
+    held: bool = False
+    #: Globs of the files the task is expected to change (recorded, not enforced; written only when given).
+    touches: list[str] = field(default_factory=list)
+    #: Its name in the plan that added it, and that plan item's digest (`mavps plan apply`; written only then).
+    plan_name: str | None = None
+    plan_digest: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -108,8 +119,9 @@ class Task:
         _check(isinstance(values.get("description", ""), str), path, where, "'description' must be text")
         for name in _TEXT_FIELDS:
             _check(_opt_str(values.get(name)), path, where, f"'{name}' must be text or null")
-        for name in ("context_files", "requires"):
+        for name in ("context_files", "requires", "touches"):
             _check(_texts(values.get(name, [])), path, where, f"'{name}' must be a list of text")
+        _check(isinstance(values.get("held", False), bool), path, where, "'held' must be true or false")
         deps = values.get("depends_on", [])
         _check(isinstance(deps, list) and all(_int(x) for x in deps), path, where,
                "'depends_on' must be a list of task ids")
@@ -126,6 +138,8 @@ class Task:
             if f.name == "extra":
                 continue
             v = getattr(self, f.name)
+            if f.name in _OPTIONAL and v == _OPTIONAL[f.name]:
+                continue
             out[f.name] = v.value if isinstance(v, Enum) else (list(v) if isinstance(v, list) else v)
         out.update(self.extra)
         return out
@@ -220,6 +234,31 @@ class Task:
         self.error = f"lease expired while held by {holder} (attempt {self.attempts} of {self.max_attempts})"
         self._dead_letter(now)
         return True
+
+    def edit(self, changes: dict[str, Any], now: datetime) -> list[str]:
+        """The coordinator reshapes a task that is not running (fields already checked); the fields changed."""
+        if self.status is TaskStatus.IN_PROGRESS:
+            raise Refused(f"task {self.id} is running (held by {self.claimed_by}): cancel it first, or wait")
+        if self.status is TaskStatus.COMPLETED:
+            raise Refused(f"task {self.id} is completed: add a new task instead")
+        changed = []
+        for name, value in changes.items():
+            if name not in EDITABLE:
+                raise ValueError(f"not an editable field: {name}")
+            if getattr(self, name) != value:
+                setattr(self, name, value)
+                changed.append(name)
+        if changed:
+            self._touch(now)
+        return changed
+
+    def release_hold(self, now: datetime) -> None:
+        """A held draft becomes claimable."""
+        if not self.held:
+            raise Refused(f"task {self.id} is not held: it is already claimable once pending "
+                          "(hold new drafts with `mavps task add --hold`)")
+        self.held = False
+        self._touch(now)
 
     def _unclaim(self) -> None:
         self.status = TaskStatus.PENDING

@@ -10,17 +10,20 @@ client whatever its own clock says.
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Callable, Iterable, Sequence
 
 from . import validate
-from .defaults import ARCHIVE_BATCH, KEEP_FINISHED, LEASE_TTL, MAX_ATTEMPTS, MAX_RESULT  # noqa: F401
+from .defaults import (ARCHIVE_BATCH, KEEP_FINISHED, LEASE_TTL, MAX_ATTEMPTS, MAX_DESCRIPTION,  # noqa: F401
+                       MAX_PRIORITY, MAX_RESULT, RANGES)
 from .errors import InvalidInput, MavpsError, NotFound
-from .models import (ARCHIVE_FILE, META_FILE, QUEUE_FILE, TASKS_DIR, WORKERS_FILE, Task, TaskStatus, Worker,
-                     instruction_path)
+from .models import (ARCHIVE_FILE, FINISHED, META_FILE, QUEUE_FILE, TASKS_DIR, WORKERS_FILE, Task, TaskStatus,
+                     Worker, instruction_path)
 from .rules import (already_completed, as_reaped, blocked_reason, by_token, check_holder, claimable,  # noqa: F401
-                    dead_dependency, dependency_cycle, dependency_index, dependency_problem, filter_tasks, find,
+                    dead_dependency, dependency_cycle, dependency_index, dependency_problem, edited_dependency_problem,
+                    filter_tasks, find,
                     held_by, is_stuck, known_capabilities, missing_dependencies, path_problem, to_archive)
 from .rules import reap as reap_leases
 from .state import (archive_lines, dump_tasks, dump_workers, load_meta, load_tasks, load_workers,  # noqa: F401
@@ -138,6 +141,45 @@ class Queue:
         only when a pending task depends on an id the queue lacks."""
         return dependency_index(tasks, self._archived() if missing_dependencies(tasks) else ())
 
+    def wait(self, task_ids: Sequence[int | str], any_: bool = False, timeout: float | None = None,
+             sleep: Callable[[float], Any] = time.sleep, clock: Callable[[], float] = time.monotonic,
+             first: float = 0.5, longest: float = 10.0) -> dict[str, Any]:
+        """Poll (lock-free, backing off from `first` to `longest` seconds) until the tasks reach an end state:
+        all of them, or the first one with `any_`; or until `timeout` seconds pass.
+
+        `ok` is True when it did not time out and every task that ended completed (all of them, without `any_`).
+        """
+        ids = list(dict.fromkeys(validate.task_id(i) for i in task_ids))
+        if not ids:
+            raise InvalidInput("give at least one task id to wait for")
+        deadline = None if timeout is None else clock() + max(0.0, timeout)
+        delay, polls = first, 0
+        while True:
+            found = self._find_all(ids)
+            polls += 1
+            ended = [t for t in found if t.status in FINISHED]
+            done = bool(ended) if any_ else len(ended) == len(found)
+            left = None if deadline is None else deadline - clock()
+            if done or (left is not None and left <= 0):
+                break
+            sleep(delay if left is None else min(delay, left))
+            delay = min(delay * 1.5, longest)
+        rows = [{"id": t.id, "status": t.status.value, "description": t.description, "result": t.result,
+                 "error": t.error} for t in found]
+        return {"ok": done and all(t.status is TaskStatus.COMPLETED for t in ended), "done": done,
+                "timed_out": not done, "mode": "any" if any_ else "all", "polls": polls, "tasks": rows,
+                "still_running": [t.id for t in found if t.status not in FINISHED]}
+
+    def _find_all(self, ids: list[int]) -> list[Task]:
+        """These tasks as they are now: from the queue, the archive read only for ids the queue lacks."""
+        live = {t.id: t for t in self._tasks()}
+        if any(i not in live for i in ids):
+            live.update({t.id: t for t in self._archived() if t.id in ids and t.id not in live})
+        missing = [i for i in ids if i not in live]
+        if missing:
+            raise NotFound(f"no task {', '.join(map(str, missing))}: see `mavps task list --all`")
+        return [live[i] for i in ids]
+
     def _tasks(self) -> list[Task]:
         return read_tasks(self.store.look([QUEUE_FILE])[QUEUE_FILE])
 
@@ -149,13 +191,16 @@ class Queue:
     def add(self, description: str, instructions: str | None = None, *, instruction_file: str | None = None,
             context_files: Sequence[str] = (), requires: Sequence[str] = (), priority: int = 0,
             depends_on: Sequence[int] = (), max_attempts: int | None = None, agent: str | None = None,
-            extra: dict[str, Any] | None = None) -> Task:
-        """Add a pending task; its instructions go to tasks/task-<id>-instructions.md."""
+            extra: dict[str, Any] | None = None, hold: bool = False) -> Task:
+        """Add a pending task; its instructions go to tasks/task-<id>-instructions.md.
+
+        `hold`: a draft nobody can claim until `release_hold` (to be filled in with `edit` first).
+        """
         if instructions is not None and instruction_file is not None:
             raise InvalidInput("give instructions as text or as an existing file, not both")
         checked = validate.task_fields(description, instruction_file, context_files, requires, priority, depends_on,
                                        self.settings.max_attempts if max_attempts is None else max_attempts)
-        draft = Task(id=0, **checked)
+        draft = Task(id=0, **checked, held=bool(hold))
         if extra:
             draft.extra = {k: v for k, v in extra.items() if k not in draft.to_dict()}
         text = None if instructions is None else validate.text(instructions, "instructions")
@@ -177,10 +222,67 @@ class Queue:
             meta["next_task_id"] = next_id + 1
             txn.write(META_FILE, meta)
             txn.write(QUEUE_FILE, dump_tasks(tasks))
-            txn.log.append(event(txn, agent, "task_added", f"Added task #{task.id}: {task.description[:200]}", task))
+            held = " (held: a draft)" if task.held else ""
+            txn.log.append(event(txn, agent, "task_added", f"Added task #{task.id}{held}: {task.description[:200]}",
+                                 task))
             return task
 
         return self.store.transact([QUEUE_FILE, META_FILE], change, new_files=1, new_dirs=[TASKS_DIR])
+
+    # ----- shaping a task that is not running ------------------------------------------------
+    def edit(self, task_id: int | str, *, description: str | None = None, instructions: str | None = None,
+             context_files: Sequence[str] | None = None, requires: Sequence[str] | None = None,
+             priority: int | None = None, depends_on: Sequence[int] | None = None, max_attempts: int | None = None,
+             agent: str | None = None) -> Task:
+        """Change what is given (None: left as is) of a task that is not running, in one transaction.
+
+        New instructions go to tasks/task-<id>-instructions.md (the task then points there). Dependencies
+        must exist, may still complete and make no circle.
+        """
+        tid = validate.task_id(task_id)
+        agent = validate.agent_name(agent or self.agent)
+        changes = edit_fields(description, context_files, requires, priority, depends_on, max_attempts)
+        text = None if instructions is None else validate.text(instructions, "instructions")
+        if not changes and text is None:
+            raise InvalidInput("nothing to change: give at least one field (see `mavps task edit --help`)")
+
+        def change(txn: Txn) -> Task:
+            tasks = load_tasks(txn.json(QUEUE_FILE, []))
+            self._reap(txn, tasks)
+            task = find(tasks, tid)
+            fields = dict(changes)
+            if "depends_on" in fields:
+                self._check_edited_dependencies(task, fields["depends_on"], tasks)
+            if text is not None:
+                fields["instruction_file"] = instruction_path(task.id)
+            changed = task.edit(fields, txn.now)
+            if text is not None:
+                txn.put(instruction_path(task.id), text.encode("utf-8"))
+                changed = sorted(set(changed) | {"instructions"})
+            txn.log.append(event(txn, agent, "task_edited", f"Edited task #{task.id}: {', '.join(changed) or 'nothing'}"
+                                 " changed", task, fields=changed))
+            txn.write(QUEUE_FILE, dump_tasks(tasks))
+            return task
+
+        if text is None:
+            return self.store.transact([QUEUE_FILE], change)
+        return self.store.transact([QUEUE_FILE], change, new_files=1, new_dirs=[TASKS_DIR])
+
+    def _check_edited_dependencies(self, task: Task, deps: list[int], tasks: list[Task]) -> None:
+        live = {t.id for t in tasks}
+        archived = {t.id: t for t in self._archived()} if any(d not in live for d in deps) else {}
+        problem = edited_dependency_problem(task, deps, tasks, archived)
+        if problem:
+            raise InvalidInput(f"task {task.id}: {problem}")
+
+    def release_hold(self, task_id: int | str, agent: str | None = None) -> Task:
+        """A held draft becomes claimable."""
+        def apply(txn: Txn, task: Task, agent: str) -> None:
+            task.release_hold(txn.now)
+            txn.log.append(event(txn, agent, "task_released_hold", f"Task #{task.id} is no longer held: "
+                                 "claimable once its dependencies complete", task))
+
+        return self._as_coordinator(task_id, agent, apply)
 
     def _check_exists(self, path: str) -> None:
         from .files import read_file
@@ -309,7 +411,8 @@ class Queue:
         def apply(txn: Txn, task: Task, worker: str) -> None:
             final = task.fail(error, txn.now)
             why = (task.error or "")[:500]
-            msg = f"Task #{task.id} failed for good after {task.attempts} attempts: {why}" if final else \
+            tries = f"{task.attempts} attempt{'' if task.attempts == 1 else 's'}"
+            msg = f"Task #{task.id} failed for good after {tries}: {why}" if final else \
                 f"Task #{task.id} failed (attempt {task.attempts} of {task.max_attempts}), back to pending: {why}"
             txn.log.append(event(txn, worker, "task_failed", msg, task, final=final))
 
@@ -406,6 +509,21 @@ class Queue:
         txn.write(WORKERS_FILE, dump_workers(workers))
 
 
+def edit_fields(description: str | None, context_files: Sequence[str] | None, requires: Sequence[str] | None,
+                priority: int | None, depends_on: Sequence[int] | None, max_attempts: int | None) -> dict[str, Any]:
+    """The fields an edit gives (None: not given), each checked as for a new task."""
+    low, high = RANGES["max_attempts"]
+    checks: dict[str, tuple[Any, Callable[[Any], Any]]] = {
+        "description": (description, lambda v: validate.text(v, "description", MAX_DESCRIPTION, allow_empty=False)),
+        "context_files": (context_files, lambda v: [validate.relative_path(c, "context file") for c in v]),
+        "requires": (requires, lambda v: validate.capabilities(list(v))),
+        "priority": (priority, lambda v: validate.integer(v, "priority", -MAX_PRIORITY, MAX_PRIORITY)),
+        "depends_on": (depends_on, lambda v: sorted({validate.task_id(d) for d in v})),
+        "max_attempts": (max_attempts, lambda v: validate.integer(v, "max_attempts", int(low), int(high))),
+    }
+    return {name: check(value) for name, (value, check) in checks.items() if value is not None}
+
+
 def _asking(worker: str, capabilities: Sequence[str] | None, token: str | None) -> tuple[str, list[str] | None, str]:
     """A worker asking for work, checked: its id, its capabilities (None: as registered), the claim's token."""
     caps = None if capabilities is None else validate.capabilities(list(capabilities))
@@ -417,7 +535,7 @@ def archive(txn: Txn, tasks: list[Task]) -> list[Task]:
 
     Ids stay unique: workspace.json keeps the next id.
     """
-    moving = to_archive(tasks)
+    moving = to_archive(tasks, KEEP_FINISHED, ARCHIVE_BATCH)  # read at call time: tests set them small
     if not moving:
         return tasks
     for line in archive_lines(moving):

@@ -118,6 +118,7 @@ def claimable(tasks: list[Task], caps: set[str] | None, index: dict[int, Task] |
     out = [
         t for t in tasks
         if t.status is TaskStatus.PENDING
+        and not t.held
         and all(_completed(index.get(d)) for d in t.depends_on)
         and (caps is None or set(t.requires) <= caps)
     ]
@@ -152,6 +153,8 @@ def blocked_reason(task: Task, tasks_by_id: dict[int, Task], caps_known: set[str
     """
     if task.status is not TaskStatus.PENDING:
         return None
+    if task.held:
+        return f"held: a draft nobody can claim; release it with `mavps task release {task.id}`"
     dead = dead_dependency(task, tasks_by_id)
     if dead is not None:
         return dead
@@ -260,6 +263,20 @@ def dependency_problem(deps: list[int], live: dict[int, Task], archived: dict[in
             return f"depends_on: no task {d}"
         if archived[d].status is not TaskStatus.COMPLETED:
             return f"depends_on: task {d} was {archived[d].status.value}; it will never complete"
+    return None
+
+
+def edited_dependency_problem(task: Task, deps: list[int], tasks: list[Task], archived: dict[int, Task]) -> str | None:
+    """Why `task` cannot depend on these ids instead, or None: not on itself, each one existing and able to
+    complete (as for a new task), and no circle through the queue."""
+    if task.id in deps:
+        return f"depends_on: task {task.id} cannot depend on itself"
+    problem = dependency_problem(deps, {t.id: t for t in tasks}, archived)
+    if problem:
+        return problem
+    cycle = dependency_cycle([replace(t, depends_on=deps) if t.id == task.id else t for t in tasks])
+    if cycle:
+        return "depends_on: that makes a circle (" + " -> ".join(f"#{i}" for i in cycle) + ")"
     return None
 
 

@@ -88,7 +88,8 @@ def fetch_key(host_arg: str, port: int | None, config: Config) -> dict[str, Any]
             raise HostKeyError(f"cannot read known_hosts file {known}: {exc}") from None
         have = keys.lookup(entry)
         if have is not None:
-            status = "same" if have.get(key.get_name()) == key else ("different" if key.get_name() in have else "unknown")
+            name = key.get_name()
+            status = "same" if have.get(name) == key else ("different" if name in have else "unknown")
     return {"host": ep.host, "port": ep.port, "entry": entry, "key_type": key.get_name(),
             "fingerprint": key.fingerprint, "known_hosts": known, "known": status, "key": key}
 

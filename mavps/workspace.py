@@ -72,7 +72,9 @@ class Workspace:
     def init(self) -> dict[str, Any]:
         """Create the layout; idempotent, and never touches files already there."""
         local_root = getattr(self.transport, "root", None)
+        before = self.store.kinds([TASKS_DIR, LOG_FILE])  # to say what init really made, not what it would
         self.store.create_layout(TASKS_DIR, LOG_FILE)
+        made = [TASKS_DIR + "/" if p == TASKS_DIR else p for p, st in before.items() if st is None]
         def change(txn: Txn) -> list[str]:
             created = []
             for path, empty in ((QUEUE_FILE, []), (WORKERS_FILE, {}), (META_FILE, {"format": 1, "next_task_id": 1})):
@@ -87,7 +89,7 @@ class Workspace:
             return created
 
         created = self.store.transact(list(STATE_FILES), change, missing_ok=True)
-        return {"workspace": self.location, "created": created, "root": local_root}
+        return {"workspace": self.location, "created": made + created, "root": local_root}
 
     def require(self) -> None:
         """NotFound ("no mavps workspace at ...: run `mavps init`") unless this directory is a workspace.

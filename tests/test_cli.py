@@ -126,7 +126,8 @@ def test_hook_commands_belong_to_the_root_group_only() -> None:
 def test_init_is_idempotent(target) -> None:
     m = Mavps(target)
     first = m.json("init")
-    assert set(first["created"]) == {"task-queue.json", "worker-status.json", "workspace.json"}
+    assert set(first["created"]) == {"tasks/", "agent-comms.jsonl", "task-queue.json", "worker-status.json",
+                                    "workspace.json"}  # everything it made, not only the state files
     assert first["workspace"]
     again = m.json("init")
     assert again["created"] == []

@@ -26,7 +26,8 @@ def env() -> dict:
 def spawn_drainers(target: Target, n: int, out_dir: Path) -> list[subprocess.Popen]:
     extra = [target.settings["identity_file"], target.settings["known_hosts"]] if target.server else []
     return [
-        subprocess.Popen([sys.executable, str(DRAIN), target.url, f"w{i}", str(out_dir / f"w{i}.txt"), *extra], env=env())
+        subprocess.Popen([sys.executable, str(DRAIN), target.url, f"w{i}", str(out_dir / f"w{i}.txt"), *extra],
+                         env=env())
         for i in range(n)
     ]
 

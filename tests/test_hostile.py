@@ -20,7 +20,8 @@ from mavps.store import parse_json
 from mavps.transport import parse_url
 
 anything = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(), st.binary(),
-                     st.lists(st.text(max_size=5), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+                     st.lists(st.text(max_size=5), max_size=3),
+                     st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
 json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=20)),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=5),
@@ -93,7 +94,8 @@ def test_load_tasks_parses_or_reports_corruption(raw):
 
 
 @FAST
-@given(st.one_of(json_values, st.dictionaries(st.text(max_size=10), st.dictionaries(task_keys, json_values, max_size=5))))
+@given(st.one_of(json_values,
+                 st.dictionaries(st.text(max_size=10), st.dictionaries(task_keys, json_values, max_size=5))))
 def test_load_workers_parses_or_reports_corruption(raw):
     try:
         load_workers(raw)
@@ -162,7 +164,8 @@ def test_bad_task_ids_refused(ws, bad):
         ws.queue.complete(bad, "w1")
 
 
-@pytest.mark.parametrize("bad", ["/etc/passwd", "../x", "a/../../x", "~/x", "\\\\server\\x", "C:/x", "a\x00b", "x\ny", ""])
+@pytest.mark.parametrize("bad", ["/etc/passwd", "../x", "a/../../x", "~/x", "\\\\server\\x", "C:/x", "a\x00b",
+                                 "x\ny", ""])
 def test_paths_outside_refused(ws, target, bad):
     before = (target.path / "task-queue.json").read_bytes()
     with pytest.raises(InvalidInput):
@@ -197,12 +200,14 @@ def test_huge_inputs_refused(ws, target):
 @pytest.mark.parametrize("content", [
     b"", b"[", b'[{"id": 1, "status": "pending"}', b"\xff\xfe", b"{}", b'"text"', b"[1, 2]",
     b'[{"id": "1"}]', b'[{"id": 1, "status": "bogus"}]', b'[{"id": 1, "depends_on": "2"}]',
-    b'[{"id": 1, "context_files": [1]}]', b'[{"id": 1}, {"id": 1}]', b'[{"id": -3}]', b'[{"id": 1, "priority": "high"}]',
+    b'[{"id": 1, "context_files": [1]}]', b'[{"id": 1}, {"id": 1}]', b'[{"id": -3}]',
+    b'[{"id": 1, "priority": "high"}]',
     b'[{"id": 1, "attempts": true}]', b"null" + b" " * 10, b'[{"id": 1e400}]',
 ])
 def test_corrupt_queue_files_reported_and_untouched(ws, target, content):
     (target.path / "task-queue.json").write_bytes(content)
-    for call in (lambda: ws.queue.add("t", "x"), lambda: ws.queue.claim("w1"), lambda: ws.queue.list(), lambda: ws.board()):
+    for call in (lambda: ws.queue.add("t", "x"), lambda: ws.queue.claim("w1"), lambda: ws.queue.list(),
+                 lambda: ws.board()):
         try:
             call()
         except CorruptState as exc:
@@ -213,7 +218,8 @@ def test_corrupt_queue_files_reported_and_untouched(ws, target, content):
     assert not (target.path / ".mavps.lock").exists()
 
 
-@pytest.mark.parametrize("content", [b"[]", b'{"w1": 3}', b'{"w1": {"capabilities": "all"}}', b'{"w1": {"current_task": "x"}}', b"{"])
+@pytest.mark.parametrize("content", [b"[]", b'{"w1": 3}', b'{"w1": {"capabilities": "all"}}',
+                                     b'{"w1": {"current_task": "x"}}', b"{"])
 def test_corrupt_worker_files_reported_and_untouched(ws, target, content):
     ws.queue.add("t", "x")
     (target.path / "worker-status.json").write_bytes(content)

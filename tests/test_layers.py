@@ -17,7 +17,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("transport", {"transport"}),
     ("storage (the only layer that builds batches)", {"lockpaths", "recovery", "lock", "transaction", "store",
                                                       "files"}),
-    ("queue, workers, log", {"queue", "workers", "log"}),
+    ("queue, workers, log", {"queue", "workers", "log", "plan"}),
     ("workspace", {"workspace", "retry", "session"}),
     ("edges: CLI, hooks, rendering", {"render", "hooks", "hook", "hookcli", "cli", "admin", "demo", "trust",
                                       "install", "__init__", "__main__"}),
@@ -64,7 +64,8 @@ def imports(name: str, path: Path) -> set[str]:
                 continue
             for alias in node.names:  # `from . import lock` imports the module lock
                 sub = f"{target}.{alias.name}" if target else alias.name
-                found.add(sub if (PACKAGE / Path(*sub.split("."))).with_suffix(".py").exists() else target or "__init__")
+                is_module = (PACKAGE / Path(*sub.split("."))).with_suffix(".py").exists()
+                found.add(sub if is_module else target or "__init__")
         elif isinstance(node, ast.Import):
             found |= {a.name[len("mavps."):] for a in node.names if a.name.startswith("mavps.")}
     return {f for f in found if f and f != name}

@@ -89,7 +89,8 @@ def test_a_shell_command_is_refused(jail):
         status = stdout.channel.recv_exit_status() if stdout.channel.exit_status_ready() else None
         assert "SHELL-RAN" not in out and "uid=" not in out
         assert not marker.exists()
-        assert status is not None and status != 0, (status, out)  # OpenSSH: "This service allows sftp connections only."
+        # OpenSSH: "This service allows sftp connections only."
+        assert status is not None and status != 0, (status, out)
     finally:
         client.close()
 

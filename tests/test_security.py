@@ -84,7 +84,8 @@ def test_wrong_passphrase_never_shown(sshd, tmp_path):
 @pytest.mark.sftp
 def test_garbage_key_file_content_not_echoed(sshd, tmp_path):
     bad = tmp_path / "bad_key"
-    bad.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nTOPSECRETKEYMATERIAL0123456789\n-----END OPENSSH PRIVATE KEY-----\n")
+    bad.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nTOPSECRETKEYMATERIAL0123456789\n"
+                   "-----END OPENSSH PRIVATE KEY-----\n")
     bad.chmod(0o600)
     with pytest.raises(TransportError) as info:
         open_with(sshd, tmp_path, sshd.known_hosts, identity_file=str(bad))

@@ -6,11 +6,12 @@ mavps.render.
 
     app.py      the group, global options, lazy hook commands, the error boundary (exit codes)
     options.py  the shared options, the workspace opened on first use, emit/die
-    tasks.py    task add/list/show/cancel/requeue, ready
+    tasks.py    task add/edit/release/list/show/cancel/requeue, ready, wait
+    plan.py     plan apply
     work.py     claim, complete, fail, release, reap
     workers.py  worker register/heartbeat/list/remove
     logs.py     log (append, read, follow)
-    files.py    cat, put
+    files.py    cat, put, ls, get
     admin.py    init, status, edit, unlock, cleanup, doctor, trust, demo
     hooks.py    hook, install-hooks (defined in mavps.hookcli, loaded on first use)
 
@@ -19,7 +20,7 @@ imported inside the commands that need them, never here.
 """
 from __future__ import annotations
 
-from . import admin, files, logs, tasks, work, workers  # noqa: F401 - each registers its commands on `cli`
+from . import admin, files, logs, plan, tasks, work, workers  # noqa: F401 - each registers its commands on `cli`
 from .admin import EDIT_TTL, STATE_ALIASES
 from .app import MavpsGroup, cli, main
 from .hooks import LAZY_COMMANDS

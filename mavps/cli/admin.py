@@ -21,7 +21,7 @@ STATE_ALIASES = {
 EDIT_TTL = 1800.0
 
 
-@cli.command(epilog="Example: mavps --workspace sftp://myvps/srv/ws init")
+@cli.command(epilog="Example: mavps --workspace sftp://myvps/ws init")
 @common
 def init() -> None:
     """Create the workspace layout (idempotent: existing files are kept)."""
@@ -110,7 +110,7 @@ def cleanup(older_than: float) -> None:
          plain.cleaned)
 
 
-@cli.command(epilog="Example: mavps doctor --workspace sftp://myvps/srv/ws")
+@cli.command(epilog="Example: mavps doctor --workspace sftp://myvps/ws")
 @common
 def doctor() -> None:
     """Check config, connection, host key, layout, files, lock and leases; a fix for each failure."""
@@ -153,7 +153,7 @@ def trust(host: str, port: int | None, yes: bool, hashed: bool) -> None:
 
 
 @cli.command(epilog="Examples: mavps demo        mavps demo --workers 5 --tasks 20        "
-                    "mavps demo --workspace sftp://myvps/tmp/mavps-demo")
+                    "mavps demo --workspace sftp://myvps/ws/demo")
 @click.option("--workers", "n_workers", type=click.IntRange(1, 32), default=3, show_default=True,
               help="Worker processes.")
 @click.option("--tasks", "n_tasks", type=click.IntRange(1, 500), default=12, show_default=True, help="Tasks to run.")

@@ -110,7 +110,7 @@ class MavpsGroup(click.Group):
 
 
 @click.group(cls=MavpsGroup, context_settings={"help_option_names": ["-h", "--help"]},
-             epilog="Example: mavps --workspace sftp://myvps/srv/ws status")
+             epilog="Example: mavps --workspace sftp://myvps/ws status")
 @global_options
 @click.option("--worker", metavar="ID", expose_value=False, callback=set_flag("worker_id"),
               help="Act for this worker [MAVPS_WORKER_ID].")

@@ -1,4 +1,4 @@
-"""`cat` and `put`: a workspace file for agents that are not on the VPS, streamed."""
+"""`cat`, `put`, `ls`, `get`: workspace files for agents that are not on the VPS, streamed."""
 from __future__ import annotations
 
 import sys
@@ -40,3 +40,30 @@ def put(path: str, source: IO[bytes]) -> None:
     Streamed in chunks; 64 MiB at most. An interrupted or failed put leaves the old file as it was."""
     size = state().workspace().write_file(path, source)
     emit({"path": path, "size": size}, plain.wrote)
+
+
+@cli.command("ls", epilog="Examples: mavps ls        mavps ls src --long --recursive")
+@click.argument("directory", default="", metavar="[DIR]")
+@click.option("--long", "-l", "long_", is_flag=True, help="Kind, size and modification time too.")
+@click.option("--recursive", "-R", is_flag=True, help="Real subdirectories too (links are never followed).")
+@common
+def ls(directory: str, long_: bool, recursive: bool) -> None:
+    """List a workspace directory (a link is shown as a link, never followed)."""
+    from ..files import list_dir
+
+    entries, complete = list_dir(state().workspace().transport, directory, recursive=recursive)
+    emit({"path": directory, "entries": entries, "complete": complete},
+         lambda d: plain.listing(d, long_, recursive))
+
+
+@cli.command("get", epilog="Examples: mavps get docs/schema.md        mavps get src results.txt --to ./from-workers")
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option("--to", "dest", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="Local directory to copy into.")
+@common
+def get(paths: tuple[str, ...], dest: str) -> None:
+    """Copy workspace files and directories (recursively) here; each file is written whole or not at all."""
+    from ..files import fetch
+
+    rows = fetch(state().workspace().transport, list(paths), dest)
+    emit(rows, plain.fetched)

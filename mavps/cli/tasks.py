@@ -15,7 +15,7 @@ STATUSES = ["pending", "in_progress", "completed", "failed", "cancelled"]
 
 @cli.group(epilog="Example: mavps task add 'Write the parser' --requires backend")
 def task() -> None:
-    """Add, list, show, cancel and requeue tasks."""
+    """Add, edit, release, list, show, cancel and requeue tasks."""
 
 
 @task.command("add", epilog="Example: mavps task add 'Add login form' --instructions 'See docs/ui.md' "
@@ -31,11 +31,13 @@ def task() -> None:
 @click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
 @click.option("--depends-on", type=int, multiple=True, metavar="ID", help="Task that must complete first (repeatable).")
 @click.option("--max-attempts", type=int, help="Claims before the task fails for good (default: max_attempts).")
+@click.option("--hold", is_flag=True,
+              help="A draft nobody can claim: fill it in with `task edit`, then `task release`.")
 @common
 def task_add(description: str, instructions: str | None, instructions_file: IO[str] | None, template: str | None,
              context: tuple[str, ...], requires: tuple[str, ...], priority: int, depends_on: tuple[int, ...],
-             max_attempts: int | None) -> None:
-    """Add a task to the queue."""
+             max_attempts: int | None, hold: bool) -> None:
+    """Add a task to the queue (with --hold: a draft nobody can claim yet)."""
     given = [x for x in (instructions, instructions_file, template) if x is not None]
     if len(given) > 1:
         raise click.UsageError("give at most one of --instructions, --instructions-file, --template")
@@ -45,7 +47,7 @@ def task_add(description: str, instructions: str | None, instructions_file: IO[s
     elif template is not None:
         instructions = _template(template, description, context, requires)
     t = ws.queue.add(description, instructions, context_files=context, requires=requires, priority=priority,
-                     depends_on=depends_on, max_attempts=max_attempts)
+                     depends_on=depends_on, max_attempts=max_attempts, hold=hold)
     emit_task(t, "Added")
 
 
@@ -54,6 +56,66 @@ def _template(name: str, description: str, context: tuple[str, ...], requires: t
 
     return render_task_template(name, {"description": description, "context_files": list(context),
                                        "requirements": list(requires) or None})
+
+
+@task.command("edit", epilog="Examples: mavps task edit 7 --instructions-file spec.md --priority 5\n\n"
+                             "mavps task edit 7   (opens $EDITOR on the instructions)")
+@task_id_argument
+@click.option("--description", metavar="TEXT", help="New one-line description.")
+@click.option("--instructions", metavar="TEXT", help="New instructions text.")
+@click.option("--instructions-file", type=click.File("r", encoding="utf-8"), metavar="FILE",
+              help="Read the new instructions from a local file ('-' for stdin).")
+@click.option("--context", multiple=True, metavar="PATH", help="Context files (repeatable; replaces the list).")
+@click.option("--no-context", is_flag=True, help="Remove every context file.")
+@click.option("--requires", multiple=True, metavar="CAP", help="Capabilities (repeatable; replaces the list).")
+@click.option("--no-requires", is_flag=True, help="Require no capability.")
+@click.option("--priority", type=int, help="New priority (higher runs first).")
+@click.option("--depends-on", type=int, multiple=True, metavar="ID", help="Dependencies (repeatable; replaces them).")
+@click.option("--no-depends-on", is_flag=True, help="Remove every dependency.")
+@click.option("--max-attempts", type=int, help="New number of claims before it fails for good.")
+@common
+def task_edit(task_id: str, description: str | None, instructions: str | None, instructions_file: IO[str] | None,
+              context: tuple[str, ...], no_context: bool, requires: tuple[str, ...], no_requires: bool,
+              priority: int | None, depends_on: tuple[int, ...], no_depends_on: bool, max_attempts: int | None) -> None:
+    """Change a task that is not running; with no option, edit its instructions in $EDITOR."""
+    if instructions is not None and instructions_file is not None:
+        raise click.UsageError("give --instructions or --instructions-file, not both")
+    if instructions_file is not None:
+        instructions = instructions_file.read()
+    fields = {"description": description, "instructions": instructions, "priority": priority,
+              "max_attempts": max_attempts, "context_files": _listed(context, no_context, "context"),
+              "requires": _listed(requires, no_requires, "requires"),
+              "depends_on": _listed(depends_on, no_depends_on, "depends-on")}
+    q = state().workspace().queue
+    if all(v is None for v in fields.values()):
+        fields["instructions"] = _edited_instructions(q, task_id)
+    emit_task(q.edit(task_id, **fields), "Edited")
+
+
+def _listed(values: tuple, clear: bool, name: str) -> list | None:
+    """A list option that replaces the task's list: None when not given, [] with --no-NAME."""
+    if values and clear:
+        raise click.UsageError(f"give --{name} or --no-{name}, not both")
+    return [] if clear else (list(values) if values else None)
+
+
+def _edited_instructions(q, task_id: str) -> str:
+    """The task's instructions as changed in $EDITOR; nothing changed stops here (exit 1, nothing written)."""
+    from .options import die
+
+    text = q.instructions(q.get(task_id))
+    edited = click.edit(text, extension=".md", require_save=True)
+    if edited is None or edited == text:
+        die(f"task {task_id}: the instructions were not changed; nothing was written")
+    return edited
+
+
+@task.command("release", epilog="Example: mavps task release 7")
+@task_id_argument
+@common
+def task_release(task_id: str) -> None:
+    """Make a held task (a draft from `task add --hold`) claimable."""
+    emit_task(state().workspace().queue.release_hold(task_id), "Released")
 
 
 @task.command("list", epilog="Example: mavps task list --status pending --json")
@@ -112,3 +174,17 @@ def ready(capabilities: tuple[str, ...], blocked: bool) -> None:
         return
     tasks = q.ready(list(capabilities) if capabilities else None)
     emit([task_out(t) for t in tasks], lambda rows: plain.ready(rows, "nothing is claimable now", waiting()))
+
+
+@cli.command(epilog="Examples: mavps wait 3 4 5 --timeout 3600 --json        mavps wait 3 4 --any")
+@click.argument("task_ids", metavar="ID...", nargs=-1, required=True)
+@click.option("--all", "mode", flag_value="all", default=True, help="Until every task ended (the default).")
+@click.option("--any", "mode", flag_value="any", help="Until the first task ended.")
+@click.option("--timeout", type=click.FloatRange(min=0), metavar="SECONDS", help="Give up after this (exit 1).")
+@common
+def wait(task_ids: tuple[str, ...], mode: str, timeout: float | None) -> None:
+    """Wait until tasks end (completed, failed for good, cancelled): exit 0 when all completed, else 1."""
+    out = state().workspace().queue.wait(task_ids, any_=mode == "any", timeout=timeout)
+    emit(out, plain.waited)
+    if not out["ok"]:
+        raise click.exceptions.Exit(1)

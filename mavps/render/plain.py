@@ -28,7 +28,8 @@ def one_task(verb: str) -> Callable[[dict], None]:
     """`Added task #3 (pending): ...`: the answer of every command that changes one task."""
     def human(t: dict) -> None:
         holder = f" by {literal(t['claimed_by'])}" if t.get("claimed_by") and t["status"] == "in_progress" else ""
-        click.echo(f"{verb} task #{t['id']} ({literal(t['status'])}{holder}): {literal(t['description'])}")
+        held = ", held: release it with `mavps task release " + str(t["id"]) + "`" if t.get("held") else ""
+        click.echo(f"{verb} task #{t['id']} ({literal(t['status'])}{holder}{held}): {literal(t['description'])}")
     return human
 
 
@@ -70,6 +71,55 @@ def claimed(d: dict, wid: str, flags: str) -> None:
     click.echo("When done:    " + f"mavps{flags} complete {d['id']} --worker {q(wid)} --result 'what you did'")
     click.echo("If it fails:  " + f"mavps{flags} fail {d['id']} --worker {q(wid)} --error 'what went wrong'")
     click.echo("To give back: " + f"mavps{flags} release {d['id']} --worker {q(wid)}")
+
+
+def waited(d: dict) -> None:
+    """`wait`: each task's state, then what is still running after a timeout."""
+    for r in d["tasks"]:
+        why = r["error"] if r["status"] == "failed" else r["result"]
+        tail = f" ({literal(why)})" if why else ""
+        click.echo(f"#{r['id']} {literal(r['status'])}: {literal(r['description'])}{tail}")
+    if d["timed_out"]:
+        click.echo("timed out; still running: " + ids(d["still_running"]))
+
+
+def listing(d: dict, long_: bool, recursive: bool) -> None:
+    """`ls`: one name a line (`NAME/` a directory, `NAME@` a link, never followed); --long adds kind, size, time."""
+    from ..timeutil import from_epoch, iso
+
+    base = d["path"].strip("/")
+    for e in d["entries"]:
+        shown = e["path"] if recursive or not base or e["path"] == base else e["path"][len(base) + 1:]
+        mark = {"dir": "/", "link": "@"}.get(e["kind"], "")
+        if long_:
+            size = "" if e["size"] is None else str(e["size"])
+            when = iso(from_epoch(e["mtime"])) if e["mtime"] is not None else ""
+            click.echo(f"{e['kind']:<5} {size:>10}  {when}  {literal(shown)}{mark}")
+        else:
+            click.echo(f"{literal(shown)}{mark}")
+    if not d["complete"]:
+        click.echo("(stopped: too many directories; list a part of the tree)")
+
+
+def fetched(rows: list[dict]) -> None:
+    """`get`: each file written, and each entry skipped with why."""
+    for r in rows:
+        if r.get("skipped"):
+            click.echo(f"skipped {literal(r['path'])}: {r['skipped']}")
+        else:
+            click.echo(f"{literal(r['path'])} -> {literal(r['local'])} ({r['size']} bytes)")
+
+
+def plan_applied(d: dict) -> None:
+    """`plan apply`: one line per task of the plan, then the counts."""
+    verbs = {"add": "would add" if d["dry_run"] else "added", "unchanged": "unchanged",
+             "changed": "changed in the plan, not applied (use `mavps task edit`)"}
+    for r in d["tasks"]:
+        click.echo(f"#{r['id']} {literal(r['name'])}: {verbs[r['action']]}")
+    head = "dry run: nothing written; " if d["dry_run"] else ""
+    click.echo(f"{head}{d['added']} to add, {d['unchanged']} unchanged, {d['changed']} changed (not applied)"
+               if d["dry_run"] else f"{d['added']} added, {d['unchanged']} unchanged, {d['changed']} changed "
+               "(not applied)")
 
 
 def reaped(rows: list[dict]) -> None:

@@ -23,7 +23,8 @@ def tasks_table(rows: Iterable[dict[str, Any]], title: str | None = None) -> Tab
         t.add_column(col, justify="right" if col in ("id", "prio", "tries") else "left",
                      overflow="fold" if col == "description" else "ellipsis")
     for r in rows:
-        t.add_row(cell(r["id"]), status_cell(r["status"]), cell(r["description"]), cell(joined(r.get("requires"))),
+        status = f"{r['status']} (held)" if r.get("held") else r["status"]
+        t.add_row(cell(r["id"]), status_cell(status), cell(r["description"]), cell(joined(r.get("requires"))),
                   cell(joined(r.get("depends_on"))), cell(r.get("priority", 0)), cell(r.get("claimed_by")),
                   cell(f"{literal(r.get('attempts', 0))}/{literal(r.get('max_attempts', '?'))}"))
     return t
@@ -43,7 +44,7 @@ def task_detail(d: dict[str, Any]) -> None:
     c.print(cell(f"Task #{literal(d['id'])}: {literal(d['description'])}", "bold"))
     for key in ("status", "claimed_by", "claimed_at", "lease_expires_at", "attempts", "max_attempts", "priority",
                 "requires", "depends_on", "context_files", "created_by", "created_at", "completed_at", "result",
-                "error", "instruction_file"):
+                "error", "instruction_file", "held", "touches", "plan_name"):
         v = d.get(key)
         if v in (None, [], ""):
             continue

@@ -63,10 +63,6 @@ class Reply:
         self._value, self._error, self._done = value, error, True
 
     @property
-    def done(self) -> bool:
-        return self._done
-
-    @property
     def ok(self) -> bool:
         return self._done and self._error is None
 

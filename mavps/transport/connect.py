@@ -113,6 +113,11 @@ def open_sftp(endpoint: Endpoint, known_hosts: str | None, connect_timeout: floa
     return SFTPTransport(client, sftp, endpoint)
 
 
+def _no_key(exc: BaseException) -> bool:
+    """paramiko's "No authentication methods available": it had no key and no agent to offer."""
+    return "no authentication methods available" in str(exc).lower()
+
+
 def _mapped(exc: BaseException, endpoint: Endpoint, known: str, timeout: float) -> TransportError:
     """paramiko's failure, in the words every stack uses (ssh_errors)."""
     where = f"{endpoint.user}@{endpoint.host}:{endpoint.port}"
@@ -120,9 +125,9 @@ def _mapped(exc: BaseException, endpoint: Endpoint, known: str, timeout: float) 
     if isinstance(exc, paramiko.BadHostKeyException):
         return say.host_key_changed(alias, endpoint.host, endpoint.port, known,
                                     f"{exc.key.get_name()} {fingerprint(exc.key)}", fingerprint(exc.expected_key))
-    if isinstance(exc, paramiko.AuthenticationException) or "no authentication methods available" in str(exc).lower():
+    if isinstance(exc, paramiko.AuthenticationException) or _no_key(exc):
         tried = ", ".join(endpoint.identity_files) or "the SSH agent and default keys (~/.ssh/id_*)"
-        return say.auth_failed(where, tried, str(exc))
+        return say.auth_failed(where, tried, str(exc), offered=not _no_key(exc))
     if isinstance(exc, (paramiko.ssh_exception.NoValidConnectionsError, ConnectionRefusedError)):
         return say.refused(where)
     if isinstance(exc, (socket.timeout, TimeoutError)):

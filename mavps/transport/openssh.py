@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import pwd
 import re
 import select
 import shutil
@@ -158,10 +159,33 @@ def control_dir() -> str:
     raise TransportError("no private, short directory for the ssh control socket: set MAVPS_SSH_CONTROL_DIR")
 
 
+def _passwd_home() -> str | None:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_dir
+    except KeyError:
+        return None
+
+
+def own_files(known_hosts: str | None, ssh_config: str | None) -> tuple[str, str | None]:
+    """The known_hosts file and ssh config this call uses, as mavps names them everywhere (`~` is $HOME, as
+    for paramiko and `mavps trust`). `ssh` itself takes `~` from the passwd entry and ignores $HOME, so
+    where the two differ the files under $HOME are handed to it explicitly: it then reads the config and
+    checks the known_hosts file that mavps names in its messages, not another home's."""
+    known = os.path.expanduser(known_hosts or "~/.ssh/known_hosts")
+    if ssh_config:
+        return known, os.path.expanduser(ssh_config)
+    home = os.path.expanduser("~")
+    if home == "~" or os.path.realpath(home) == os.path.realpath(_passwd_home() or home):
+        return known, None  # ssh's own default (~/.ssh/config, then /etc/ssh/ssh_config) is the same file
+    config = os.path.join(home, ".ssh", "config")
+    return known, config if os.path.isfile(config) else os.devnull
+
+
 def ssh_args(host: str, port: int | None, user: str | None, *, identity_file: str | None,
              known_hosts: str | None, ssh_config: str | None, connect_timeout: float,
              control: str) -> list[str]:
     """The ssh options shared by `ssh -G` and the session (no destination, no command)."""
+    known_hosts, ssh_config = own_files(known_hosts, ssh_config)
     tag = hashlib.sha256(repr((identity_file, known_hosts, ssh_config)).encode()).hexdigest()[:8]
     args = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
             "-o", f"ConnectTimeout={max(1, math.ceil(connect_timeout))}",
@@ -169,11 +193,10 @@ def ssh_args(host: str, port: int | None, user: str | None, *, identity_file: st
             "-o", f"ControlPersist={CONTROL_PERSIST}", "-o", "ServerAliveInterval=15",
             "-o", "LogLevel=ERROR"]
     if ssh_config:
-        args[:0] = ["-F", os.path.expanduser(ssh_config)]
+        args[:0] = ["-F", ssh_config]
     if identity_file:
         args += ["-i", os.path.expanduser(identity_file), "-o", "IdentitiesOnly=yes"]
-    if known_hosts:
-        args += ["-o", f"UserKnownHostsFile={os.path.expanduser(known_hosts)}"]
+    args += ["-o", f"UserKnownHostsFile={known_hosts}"]
     if port:
         args += ["-p", str(int(port))]
     if user:
@@ -234,7 +257,7 @@ def open_openssh(host: str, port: int | None, user: str | None, path: str, *,
                     ssh_config=ssh_config, connect_timeout=connect_timeout, control=control)
     endpoint, _socket = _resolve(ssh, args, host, path, max(5.0, connect_timeout))
     where = f"{endpoint.user + '@' if endpoint.user else ''}{endpoint.host}:{endpoint.port}"
-    known = os.path.expanduser(known_hosts or "~/.ssh/known_hosts")
+    known = own_files(known_hosts, ssh_config)[0]  # the very file ssh was told to check
     stderr = tempfile.TemporaryFile()  # a file, not a pipe: a backgrounded master could hold a pipe open
     try:
         proc = subprocess.Popen([ssh, *args, "-s", "--", host, "sftp"], stdin=subprocess.PIPE,

@@ -2,16 +2,19 @@
 
 A `Batch` is sent as a pipeline: every request goes out, then every reply is
 read, so a batch costs one round trip however many requests it holds. This
-relies on OpenSSH's sftp-server answering requests in the order they came.
-Errors are turned into builtin ones here, at the boundary.
+relies on OpenSSH's sftp-server carrying out requests in the order they came.
+Requests are sent and replies collected through `pipeline.Pipeline`, the only
+code using paramiko's private API. Errors are turned into builtin ones here, at
+the boundary.
 """
 from __future__ import annotations
 
 import errno
 import socket
 import stat as statmod
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import paramiko
 from paramiko import sftp as proto
@@ -19,6 +22,7 @@ from paramiko.sftp_attr import SFTPAttributes
 
 from ..errors import TransportError
 from .base import Batch, Reply, Stat, Transport
+from .pipeline import Pipeline, attributes
 
 FILE_MODE = 0o644
 DIR_MODE = 0o755
@@ -49,16 +53,6 @@ class Endpoint:
     alias: str = ""
 
 
-class _Collector:
-    """Receives the replies paramiko reads on our behalf, keyed by request number."""
-
-    def __init__(self) -> None:
-        self.replies: dict[int, tuple[int, Any]] = {}
-
-    def _async_response(self, t: int, msg: Any, num: int) -> None:
-        self.replies[num] = (t, msg)
-
-
 def _status_error(msg: Any, what: str) -> BaseException | None:
     code = msg.get_int()
     text = msg.get_text()
@@ -77,6 +71,57 @@ def _to_stat(a: SFTPAttributes) -> Stat:
     mode = a.st_mode or 0
     return Stat(a.st_size or 0, float(a.st_mtime or 0), statmod.S_ISDIR(mode), statmod.S_IMODE(mode),
                 statmod.S_ISLNK(mode), statmod.S_ISREG(mode), a.st_uid, a.st_gid)
+
+
+def _attrs(**fields: int) -> SFTPAttributes:
+    attrs = SFTPAttributes()
+    for name, value in fields.items():
+        setattr(attrs, name, value)
+    return attrs
+
+
+def _open_fields(path: Callable[[str], bytes], args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A file created by this open ("x", "a") gets FILE_MODE; other opens send no attributes."""
+    attrs = _attrs(st_mode=FILE_MODE) if args[1] in ("x", "a") else _attrs()
+    return path(args[0]), _OPEN_FLAGS[args[1]], attrs
+
+
+_Fields = Callable[[Callable[[str], bytes], tuple[Any, ...]], tuple[Any, ...]]
+
+#: Each Batch operation: its SFTP command, and its fields from (the path encoder, the operation's arguments).
+_REQUESTS: dict[str, tuple[int, _Fields]] = {
+    "mkdir": (proto.CMD_MKDIR, lambda path, a: (path(a[0]), _attrs(st_mode=DIR_MODE))),
+    "rmdir": (proto.CMD_RMDIR, lambda path, a: (path(a[0]),)),
+    "remove": (proto.CMD_REMOVE, lambda path, a: (path(a[0]),)),
+    "rename": (proto.CMD_RENAME, lambda path, a: (path(a[0]), path(a[1]))),
+    "replace": (proto.CMD_EXTENDED, lambda path, a: ("posix-rename@openssh.com", path(a[0]), path(a[1]))),
+    "link": (proto.CMD_EXTENDED, lambda path, a: ("hardlink@openssh.com", path(a[0]), path(a[1]))),
+    "stat": (proto.CMD_STAT, lambda path, a: (path(a[0]),)),
+    "lstat": (proto.CMD_LSTAT, lambda path, a: (path(a[0]),)),
+    "fstat": (proto.CMD_FSTAT, lambda path, a: (a[0],)),
+    "truncate": (proto.CMD_SETSTAT, lambda path, a: (path(a[0]), _attrs(st_size=a[1]))),
+    "open": (proto.CMD_OPEN, _open_fields),
+    "read": (proto.CMD_READ, lambda path, a: (a[0], proto.int64(a[1]), a[2])),
+    "write": (proto.CMD_WRITE, lambda path, a: (a[0], proto.int64(a[1]), bytes(a[2]))),
+    "close": (proto.CMD_CLOSE, lambda path, a: (a[0],)),
+}
+
+
+def _deliver(op: str, args: tuple[Any, ...], reply: Reply, t: int, msg: Any) -> None:
+    """Set a Reply from the server's answer: a value, or the builtin error its status means."""
+    what = args[0] if isinstance(args[0], str) else op
+    if t == proto.CMD_STATUS:
+        err = _status_error(msg, what)
+        if isinstance(err, EOFError):  # the end of a file: no more bytes to read
+            reply.set(b"" if op == "read" else None, None if op == "read" else OSError(f"EOF: {what}"))
+        else:
+            reply.set(None, err)
+    elif t in (proto.CMD_HANDLE, proto.CMD_DATA):
+        reply.set(msg.get_binary())
+    elif t == proto.CMD_ATTRS:
+        reply.set(_to_stat(attributes(msg)))
+    else:
+        reply.set(None, OSError(f"unexpected SFTP reply {t} to {op}"))
 
 
 def _no_delay(client: paramiko.SSHClient | None) -> None:
@@ -107,63 +152,38 @@ class SFTPTransport(Transport):
         user = f"{endpoint.user}@" if endpoint.user else ""
         self.location = f"sftp://{user}{endpoint.alias or endpoint.host}:{endpoint.port}{self.root}"
         self._broken: str | None = None
+        self.pipeline = Pipeline(sftp)
         _no_delay(client)
 
     def _path(self, rel: str) -> bytes:
         full = self.root if rel in ("", ".") else f"{self.root.rstrip('/')}/{rel}"
         return full.encode("utf-8")
 
-    def _request(self, collector: _Collector, op: str, args: tuple[Any, ...]) -> int:
-        s = self.sftp
-        send = s._async_request
-        if op == "mkdir":
-            attrs = SFTPAttributes()
-            attrs.st_mode = DIR_MODE
-            return send(collector, proto.CMD_MKDIR, self._path(args[0]), attrs)
-        if op == "rmdir":
-            return send(collector, proto.CMD_RMDIR, self._path(args[0]))
-        if op == "remove":
-            return send(collector, proto.CMD_REMOVE, self._path(args[0]))
-        if op == "rename":
-            return send(collector, proto.CMD_RENAME, self._path(args[0]), self._path(args[1]))
-        if op == "replace":
-            return send(collector, proto.CMD_EXTENDED, "posix-rename@openssh.com", self._path(args[0]), self._path(args[1]))
-        if op == "link":
-            return send(collector, proto.CMD_EXTENDED, "hardlink@openssh.com", self._path(args[0]), self._path(args[1]))
-        if op == "stat":
-            return send(collector, proto.CMD_STAT, self._path(args[0]))
-        if op == "lstat":
-            return send(collector, proto.CMD_LSTAT, self._path(args[0]))
-        if op == "fstat":
-            return send(collector, proto.CMD_FSTAT, args[0])
-        if op == "truncate":
-            attrs = SFTPAttributes()
-            attrs.st_size = args[1]
-            return send(collector, proto.CMD_SETSTAT, self._path(args[0]), attrs)
-        if op == "open":
-            attrs = SFTPAttributes()
-            if args[1] in ("x", "a"):
-                attrs.st_mode = FILE_MODE
-            return send(collector, proto.CMD_OPEN, self._path(args[0]), _OPEN_FLAGS[args[1]], attrs)
-        if op == "read":
-            return send(collector, proto.CMD_READ, args[0], proto.int64(args[1]), args[2])
-        if op == "write":
-            return send(collector, proto.CMD_WRITE, args[0], proto.int64(args[1]), bytes(args[2]))
-        if op == "close":
-            return send(collector, proto.CMD_CLOSE, args[0])
-        raise ValueError(op)
+    def _request(self, op: str, args: tuple[Any, ...]) -> int:
+        try:
+            command, fields = _REQUESTS[op]
+        except KeyError:
+            raise ValueError(op) from None
+        return self.pipeline.send(command, *fields(self._path, args))
 
     def _execute(self, batch: Batch) -> None:
         if self._broken:
             raise TransportError(f"connection to {self.location} is closed ({self._broken}): reconnect")
-        collector = _Collector()
-        pending: list[tuple[int, str, tuple[Any, ...], Reply]] = []
+        with self._connection_errors():
+            nums = [self._request(op, args) for op, args, _reply in batch.ops]
+            answers = self.pipeline.collect(nums)
+        for (op, args, reply), (t, msg) in zip(batch.ops, answers):
+            _deliver(op, args, reply, t, msg)
+        denied = [(args, reply) for op, args, reply in batch.ops
+                  if op == "open" and args[1] in ("r", "e") and isinstance(reply.error, PermissionError)]
+        if denied:
+            self._reopen(denied)
+
+    @contextmanager
+    def _connection_errors(self) -> Iterator[None]:
+        """A timeout or a dropped connection: the transport is closed and the caller told what to check."""
         try:
-            for op, args, reply in batch.ops:
-                pending.append((self._request(collector, op, args), op, args, reply))
-            wanted = {num for num, *_ in pending}
-            while not wanted.issubset(collector.replies):
-                self.sftp._read_response()
+            yield
         except (socket.timeout, TimeoutError) as exc:
             self._fail("no reply in time")
             raise TransportError(
@@ -175,27 +195,6 @@ class SFTPTransport(Transport):
             raise TransportError(
                 f"connection to {self.location} lost ({exc}): retry; check with `mavps status`"
             ) from exc
-        for num, op, args, reply in pending:
-            t, msg = collector.replies[num]
-            what = args[0] if isinstance(args[0], str) else op
-            if t == proto.CMD_STATUS:
-                err = _status_error(msg, what)
-                if isinstance(err, EOFError):
-                    reply.set(b"" if op == "read" else None, None if op == "read" else OSError(f"EOF: {what}"))
-                else:
-                    reply.set(None, err)
-            elif t == proto.CMD_HANDLE:
-                reply.set(msg.get_binary())
-            elif t == proto.CMD_DATA:
-                reply.set(msg.get_binary())
-            elif t == proto.CMD_ATTRS:
-                reply.set(_to_stat(SFTPAttributes._from_msg(msg)))
-            else:
-                reply.set(None, OSError(f"unexpected SFTP reply {t} to {op}"))
-        denied = [(args, reply) for _n, op, args, reply in pending
-                  if op == "open" and args[1] in ("r", "e") and isinstance(reply.error, PermissionError)]
-        if denied:
-            self._reopen(denied)
 
     def _reopen(self, denied: list[tuple[tuple[Any, ...], Reply]]) -> None:
         """Files this account may only read (or only append to): open them with the plain flags, but only once

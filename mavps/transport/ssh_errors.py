@@ -38,10 +38,18 @@ def host_key_unknown(alias: str, port: int, known: str, offered: str = "", said:
         f"trust it with `mavps trust {trust_target(alias, port)}` (or `ssh-keyscan` into {known})")
 
 
-def auth_failed(where: str, tried: str, detail: str = "") -> TransportError:
-    said = f": {detail}" if detail and detail.rstrip(".") else ""
+#: What the stacks say that adds nothing to "authentication failed" (paramiko's, ssh's "Permission denied").
+_BARE = ("authentication failed", "no authentication methods available")
+
+
+def auth_failed(where: str, tried: str, detail: str = "", offered: bool = True) -> TransportError:
+    """One sentence of what happened and one of what to do; `offered` False: there was no key to try at all."""
+    said = detail.strip().rstrip(".").strip()
+    if said.lower() in _BARE:
+        said = ""
+    what = f"tried {tried}" if offered else "no key to offer: none given, no SSH agent, no ~/.ssh/id_* file"
     return TransportError(
-        f"authentication failed for {where} (tried {tried}){said.rstrip('.')}. Check the user name, and give "
+        f"authentication failed for {where} ({what}){f': {said}' if said else ''}. Check the user name, and give "
         "the key this account accepts with --identity-file (or IdentityFile in ~/.ssh/config)")
 
 

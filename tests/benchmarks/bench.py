@@ -301,7 +301,9 @@ def report_contention(rows: list[dict[str, Any]], rtt_ms: float) -> str:
             for r in rows]
     errs = sorted({e for r in rows for e in r["errors"]})
     notes = ("\n\nWorker errors: " + "; ".join(errs)) if errs else ""
-    return f"Workers connect through {rtt_ms:g} ms of added RTT; every worker loops claim -> complete until the queue is empty. Claim latency includes the lock wait; lock wait = `store.last_lock_wait`.\n\n" + table(head, body) + notes
+    intro = (f"Workers connect through {rtt_ms:g} ms of added RTT; every worker loops claim -> complete until the "
+             "queue is empty. Claim latency includes the lock wait; lock wait = `store.last_lock_wait`.\n\n")
+    return intro + table(head, body) + notes
 
 
 # ----- history ------------------------------------------------------------------
@@ -565,7 +567,8 @@ def run(args: argparse.Namespace) -> str:
         for n in workers:
             print(f"contention {n} workers ...", file=sys.stderr)
             rows.append(measure_contention(env, n, tasks, crtt))
-        sections.append("### Contention: worker processes draining one queue over SFTP\n\n" + report_contention(rows, crtt))
+        sections.append("### Contention: worker processes draining one queue over SFTP\n\n"
+                        + report_contention(rows, crtt))
 
         hist_sizes = [0, 10_000] if quick else [0, 1_000, 10_000, 100_000]
         hist = []
@@ -582,7 +585,8 @@ def run(args: argparse.Namespace) -> str:
                           f"`Queue.claim`/`complete` (local transport, same code above the transport): largest "
                           f"task-queue.json = {arch['largest_queue']} tasks (bound {arch['bound']} + live), "
                           f"{arch['archived']} archived, `list(include_archived=True)` = {arch['listed_all']}, ids "
-                          f"unique and none lost: {arch['unique']}, `get(1)` from the archive: {arch['first_from_archive']}.")
+                          f"unique and none lost: {arch['unique']}, `get(1)` from the archive: "
+                          f"{arch['first_from_archive']}.")
 
         print("start-up ...", file=sys.stderr)
         srtt = 20
@@ -606,7 +610,8 @@ def run(args: argparse.Namespace) -> str:
                          f"{ms(statistics.median([r['total'] for r in st['cli']]))} ms "
                          f"(exit codes {sorted({r['rc'] for r in st['cli']})}).")
         else:
-            lines.append("\n`mavps/cli.py` is not committed yet: the figure above is the library path the CLI will take.")
+            lines.append("\n`mavps/cli.py` is not committed yet: the figure above is the library path the CLI "
+                         "will take.")
         lines.append(f"\nConnection set-up at {srtt} ms RTT, by phase (paramiko, median; TCP_NODELAY set before the "
                      "handshake or, as mavps/transport/connect.py does today, only afterwards):\n")
         lines.append(table(["phase", "ms (Nagle on, as today)", "ms (TCP_NODELAY from the start)"],
@@ -619,8 +624,9 @@ def run(args: argparse.Namespace) -> str:
                 lines.append(f"\nReusing an OpenSSH ControlMaster at {srtt} ms RTT: first `ssh -M` (master) "
                              f"{ms(cm['master'])} ms once; then each new `ssh -S ctl -s sftp` process up to the SFTP "
                              f"version reply: {ms(cm['per_call'])} ms (vs the paramiko set-up sum above).")
-        lines.append(f"\n`python -X importtime -c \"import mavps\"`: {imp['cumulative_us'] / 1000:.1f} ms cumulative for "
-                     f"`mavps`, {imp['modules']} modules; heavy modules imported: {imp['heavy'] or 'none'} "
+        lines.append(f"\n`python -X importtime -c \"import mavps\"`: {imp['cumulative_us'] / 1000:.1f} ms "
+                     f"cumulative for `mavps`, {imp['modules']} modules; heavy modules imported: "
+                     f"{imp['heavy'] or 'none'} "
                      f"(paramiko/rich must not be). A bare interpreter start here: {ms(imp['bare'])} ms, "
                      f"with `import mavps`: {ms(imp['wall'])} ms.")
         if "help_heavy" in imp:
@@ -631,7 +637,8 @@ def run(args: argparse.Namespace) -> str:
         env.close()
         shutil.rmtree(tmp, ignore_errors=True)
     load_after = os.getloadavg()
-    cmd = "python tests/benchmarks/bench.py" + (" --quick" if quick else "") + (f" --out {args.out}" if args.out else "")
+    cmd = ("python tests/benchmarks/bench.py" + (" --quick" if quick else "")
+           + (f" --out {args.out}" if args.out else ""))
     head = (f"Command: `{cmd}` — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, "
             f"{time.time() - started:.0f} s. Machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
             f"paramiko {__import__('paramiko').__version__}, {openssh_version()}; load average "

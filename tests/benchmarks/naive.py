@@ -26,7 +26,8 @@ from mavps.queue import claimable
 from mavps.store import dumps
 
 
-def connect(host: str, port: int, user: str, key_file: str, known_hosts: str) -> tuple[paramiko.SSHClient, paramiko.SFTPClient]:
+def connect(host: str, port: int, user: str, key_file: str,
+            known_hosts: str) -> tuple[paramiko.SSHClient, paramiko.SFTPClient]:
     client = paramiko.SSHClient()
     client.load_host_keys(known_hosts)
     client.set_missing_host_key_policy(paramiko.RejectPolicy())

@@ -22,8 +22,9 @@ What was found out, with 2.1.197:
 - Counting: main requests = Bash calls + one per ending turn (e.g. prompt
   with one RUN line -> 2; a Stop hook that blocks once with one RUN line
   after an idle prompt -> 3).
-- Permissions: ``-p`` needs no ``--allowedTools`` with this HOME. ``allowedTools`` in ``~/.claude.json``'s project entry is NOT
-  enough: commands that write files (``touch x``, ``echo > x``) are refused
+- Permissions: ``-p`` needs no ``--allowedTools`` with this HOME.
+  ``allowedTools`` in ``~/.claude.json``'s project entry is NOT enough:
+  commands that write files (``touch x``, ``echo > x``) are refused
   with a misleading "may only write to files in the allowed working
   directories" tool_result even inside the project. What works: a user
   settings file ``~/.claude/settings.json`` with

@@ -54,7 +54,8 @@ def main() -> int:
                 continue
             if task is None:
                 try:
-                    left = r.look(lambda ws: [t for t in ws.queue.list() if t.status.value in ("pending", "in_progress")])
+                    left = r.look(lambda ws: [t for t in ws.queue.list()
+                                              if t.status.value in ("pending", "in_progress")])
                 except MavpsError:
                     continue
                 if not left:
@@ -78,7 +79,9 @@ def main() -> int:
     if cfg["mode"] in ("counter", "hold"):
         ws = opener()
         if cfg.get("no_lease_check"):  # as if the pause came right after the holder's last check
-            ws.store._check_lease = lambda acquired, ttl: None
+            from mavps.transaction import Transaction
+
+            Transaction._check_lease = lambda self: None  # type: ignore[method-assign]
         hold = cfg.get("hold", 0.0)
         marker = cfg.get("marker")
         n = 1 if cfg["mode"] == "hold" else cfg.get("n", 5)

@@ -69,22 +69,22 @@ def two_renames() -> None:
     """A mutant store for checking the checks: no single commit point (the defect of issue 10). Each changed file
     is renamed into place straight out of the lock, one request each, before the usual commit: a crash between
     two of those renames leaves half a change in place while the next breaker marks it rolled back."""
-    from mavps import lock as lk
-    from mavps.store import Store
+    from mavps import lockpaths as lp
+    from mavps.transaction import Transaction
 
-    original = Store._finish
+    original = Transaction._commit
 
-    def finish(self: Any, txn: Any, result: Any, changed: list[str], temps: dict[str, str]) -> Any:
-        txd = f"{lk.LOCK}/{lk.txn_dir(txn.token)}"
+    def commit(self: Any, txn: Any, result: Any, changed: list[str]) -> Any:
+        txd = f"{lp.LOCK}/{lp.txn_dir(txn.token)}"
         b = Batch()
         for path in txn.puts:
-            b.replace(f"{txd}/{lk.temp_name(path, txn.token)}", path)
+            b.replace(f"{txd}/{lp.temp_name(path, txn.token)}", path)
         for path in changed:
-            b.replace(f"{txd}/{temps[path]}", path)
-        self.transport.run(b)
-        return original(self, txn, result, changed, temps)
+            b.replace(f"{txd}/{self.temps[path]}", path)
+        self.tr.run(b)
+        return original(self, txn, result, changed)
 
-    Store._finish = finish  # type: ignore[method-assign]
+    Transaction._commit = commit  # type: ignore[method-assign]
 
 
 MUTANTS = {"two-renames": two_renames}

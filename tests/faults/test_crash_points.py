@@ -143,7 +143,7 @@ def lease_span(v: View) -> str | None:
 def heartbeat_setup(ws: Workspace) -> None:
     ws.queue.settings.lease_ttl = 60
     claim("victim")(ws)
-    ws.workers.set_status("victim", "idle", "victim went idle")  # so the heartbeat logs worker_active
+    ws.workers.set_status("victim", "offline", "victim stopped")  # so the heartbeat logs worker_active
 
 
 def archive_setup(ws: Workspace) -> None:
@@ -196,7 +196,7 @@ KINDS = [
          lambda v: {"task 2": (v.task(2, "status"), ("cancelled",), ("pending",))},
          setup=lambda ws: ws.queue.cancel(2)),
     Kind("heartbeat", "queue.heartbeat", ["victim"], "victim",
-         lambda v: {"worker status": (v.worker("victim", "status"), "idle", "active"),
+         lambda v: {"worker status": (v.worker("victim", "status"), "offline", "active"),
                     "lease of task 1": (lease_span(v), "short", "long")},
          setup=heartbeat_setup),
     Kind("register", "workers.register", ["newbie", ["python"]], "newbie",
