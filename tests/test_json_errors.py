@@ -25,6 +25,9 @@ FAILING = {
     "task list": ["task", "list"], "task requeue": ["task", "requeue", "1"], "task show": ["task", "show", "1"],
     "unlock": ["unlock"], "worker heartbeat": ["worker", "heartbeat", "w1"], "worker list": ["worker", "list"],
     "worker register": ["worker", "register", "w1"], "worker remove": ["worker", "remove", "w1"],
+    "get": ["get", "x.txt"], "ls": ["ls"], "plan apply": ["plan", "apply", "PLAN"],
+    "task edit": ["task", "edit", "1", "--priority", "3"], "task release": ["task", "release", "1"],
+    "wait": ["wait", "1", "--timeout", "1"],
 }
 
 
@@ -70,6 +73,9 @@ def test_every_command_is_covered() -> None:
 @pytest.mark.parametrize("command", sorted(FAILING))
 def test_runtime_failure_is_one_json_object_exit_1(tmp_path, command: str) -> None:
     args = FAILING[command] or ["init"]
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("tasks:\n  - name: a\n    description: do a\n")
+    args = [str(plan) if a == "PLAN" else a for a in args]
     where = tmp_path / ("no-parent/ws" if command == "init" else "typo")
     result = CliRunner().invoke(cli, ["--workspace", str(where), *args, "--json"], input="data")
     doc = one_error(result, 1)
