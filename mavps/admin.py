@@ -146,6 +146,21 @@ def break_held(ws: Any, info: dict[str, Any]) -> str:
     return result
 
 
+def _hook_log_detail() -> str:
+    """Where the Claude Code hooks on this machine log their failures, and the last one."""
+    from .hooks.options import HookOptions
+    from .hooks.session import hook_log_file
+
+    path = hook_log_file(HookOptions.from_env().state_path)
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, os.path.getsize(path) - 4096))
+            lines = fh.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return f"{path} (no hook failure recorded)"
+    return f"{path}; last failure: {lines[-1]}" if lines else f"{path} (no hook failure recorded)"
+
+
 def run_checks(flags: dict[str, Any]) -> list[dict[str, Any]]:
     """`mavps doctor`: each check is {check, ok, detail, fix}; stops where later checks cannot run."""
     from .config import config_file
@@ -163,6 +178,7 @@ def run_checks(flags: dict[str, Any]) -> list[dict[str, Any]]:
         add("config", False, str(exc), "correct the value named above (flag, MAVPS_* variable or config file)")
         return out
     add("config", True, f"config file: {config_file() or 'none'}; workspace from {cfg.source('workspace')}")
+    add("hook log", True, _hook_log_detail())
     check_stop_hook_cap(cfg, add)
     if not cfg.workspace:
         add("workspace", False, "no workspace configured", NO_WORKSPACE.replace("no workspace configured: ", ""))

@@ -71,7 +71,7 @@ def run_demo(config: Config, n_workers: int = 3, n_tasks: int = 12, *, keep: boo
         with open_workspace(config, agent="coordinator") as ws:
             from .models import QUEUE_FILE
 
-            existing = ws.store.look([QUEUE_FILE])[QUEUE_FILE]
+            existing = ws.store.look([QUEUE_FILE], missing_ok=True)[QUEUE_FILE]
             if existing not in (None, b"[]\n", b"[]"):
                 raise Refused(f"{ws.location} (workspace from {config.source('workspace')}) already has tasks: "
                               "the demo needs a new or empty workspace; pass --workspace with a fresh directory, "

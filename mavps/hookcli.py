@@ -4,6 +4,9 @@ Thin: options in, `mavps.hooks.protocol.run` does the rest (stdin JSON in, the
 answer out, exit 0 with the reason on stderr on every failure path, so a
 broken workspace never traps or crashes an agent). Also runnable as
 `python -m mavps.hookcli stop` (no console script needed).
+
+`mavps hook ...` takes no --json: its stdout is Claude Code's hook protocol (JSON already).
+`mavps install-hooks` takes --json like the other commands.
 """
 from __future__ import annotations
 
@@ -71,8 +74,9 @@ def session_start(role: str | None) -> None:
               help="Run the hooks as \"<this python>\" -m mavps.hookcli instead of `mavps` from PATH.")
 @click.option("--block-cap", type=click.IntRange(1, 100000), default=None,
               help="CLAUDE_CODE_STOP_HOOK_BLOCK_CAP for workers (default 100).")
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as one JSON document on stdout.")
 def install_hooks(role: str, project: str, worker: str | None, workspace: str | None, capabilities: tuple[str, ...],
-                  local: bool, allow_bash: bool, use_python: bool, block_cap: int | None) -> None:
+                  local: bool, allow_bash: bool, use_python: bool, block_cap: int | None, as_json: bool) -> None:
     """Write mavps's hooks into the project's Claude Code settings (merged, idempotent).
 
     \b
@@ -80,14 +84,23 @@ def install_hooks(role: str, project: str, worker: str | None, workspace: str | 
       mavps install-hooks --role worker --worker worker-1 --workspace sftp://myvps/srv/ws --capability backend
       mavps install-hooks --role coordinator --project ~/code/myproject
     """
+    import json
+
     from . import install
+    from .cli.options import die, state
     from .errors import MavpsError
 
+    if as_json:
+        state().json = True
     try:
         report = install.install(project, role, worker=worker, workspace=workspace, capabilities=list(capabilities),
                                  local=local, allow_bash=allow_bash, use_python=use_python, block_cap=block_cap)
     except (MavpsError, OSError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+        die(str(exc))
+    if state().json:
+        click.echo(json.dumps({"path": report.path, "changed": bool(report.changes), "changes": report.changes,
+                               "notes": report.notes}, indent=2, ensure_ascii=False))
+        return
     for line in report.lines():
         click.echo(line)
 

@@ -15,9 +15,22 @@ from .errors import InvalidInput, LockLost, MavpsError, NotFound, TransportError
 from .codec import LOG_FILE, MAX_LOG_LINE, dumps, log_line, parse_json
 from .defaults import LOCK_TIMEOUT, LOCK_TTL
 from .transaction import Transaction, Txn
+from .models import QUEUE_FILE, WORKERS_FILE
 from .transport.base import Batch, Stat, Transport, regular_file
 
-__all__ = ["LOG_FILE", "MAX_LOG_LINE", "Settings", "Store", "Txn", "dumps", "log_line", "parse_json"]
+__all__ = ["LOG_FILE", "MAX_LOG_LINE", "Settings", "Store", "Txn", "dumps", "log_line", "no_workspace", "parse_json"]
+
+#: Files `mavps init` makes that every other operation expects: one of them missing means no workspace here.
+#: (workspace.json is not among them: a workspace made by hand or by an older version may lack it, and the
+#: next task id is then taken from the queue.)
+LAYOUT_FILES = frozenset({QUEUE_FILE, WORKERS_FILE, LOG_FILE})
+
+
+def no_workspace(location: str) -> NotFound:
+    """The error for a directory that is not a workspace (a typo in the URL, or never initialised)."""
+    err = NotFound(f"no mavps workspace at {location}: run `mavps init`")
+    err.hint = "check the workspace URL, or run `mavps init` to create the workspace there"  # type: ignore[attr-defined]
+    return err
 
 T = TypeVar("T")
 
@@ -40,13 +53,31 @@ class Store:
         self.last_lock_wait = 0.0
 
     # ----- lock-free -------------------------------------------------------
-    def look(self, paths: Sequence[str]) -> dict[str, bytes | None]:
-        """Read whole files without the lock: two round trips, never a partial file, never through a link."""
-        return self.transport.read_files(list(paths))
+    def look(self, paths: Sequence[str], missing_ok: bool = False) -> dict[str, bytes | None]:
+        """Read whole files without the lock: two round trips, never a partial file, never through a link.
+
+        A state file or the log that is not there means there is no workspace here (NotFound), unless
+        `missing_ok`: the check costs nothing, the read already says so."""
+        found = self.transport.read_files(list(paths))
+        if not missing_ok:
+            self._expect_layout(found)
+        return found
 
     def look_parts(self, starts: dict[str, Callable[[int], int]]) -> dict[str, tuple[bytes, int, int] | None]:
         """Files read without the lock from offset start(size) (e.g. a log's tail): (bytes, offset, size) each."""
-        return self.transport.read_parts(starts)
+        found = self.transport.read_parts(starts)
+        self._expect_layout(found)
+        return found
+
+    def require_layout(self) -> None:
+        """NotFound unless the files `mavps init` makes are here (one round trip: for the commands that read
+        none of them, and to explain a failure)."""
+        self._expect_layout(self.kinds(sorted(LAYOUT_FILES)))
+
+    def _expect_layout(self, found: dict[str, Any]) -> None:
+        """NotFound when a file `mavps init` makes was read and is not there."""
+        if any(found[p] is None for p in found if p in LAYOUT_FILES):
+            raise no_workspace(self.transport.location)
 
     def create_layout(self, folder: str, log: str) -> None:
         """`mavps init`'s files outside the lock: the root, a folder and an empty log, made without following
@@ -100,7 +131,7 @@ class Store:
         tr.run(b)
         try:
             if regular_file(path, lst, handle) is None:
-                raise NotFound(f"no {path} in {tr.location}: run `mavps init`")
+                raise no_workspace(tr.location) if path in LAYOUT_FILES else NotFound(f"no {path} in {tr.location}")
             if tr.follows_links:  # the handle may have been led elsewhere: check it before writing
                 b = Batch()
                 fst, lst2 = b.fstat(handle.value), b.lstat(path)
@@ -123,12 +154,15 @@ class Store:
 
     # ----- under the lock ----------------------------------------------------
     def transact(self, files: Sequence[str], change: Callable[[Txn], T], ttl: float | None = None,
-                 new_files: int = 0, new_dirs: Sequence[str] = ()) -> T:
+                 new_files: int = 0, new_dirs: Sequence[str] = (), missing_ok: bool = False) -> T:
         """Run `change` on fresh copies of `files` under the lock and commit what it wrote.
 
         `new_files` reserves temp files for `txn.put` (whole files written in the commit), in the
-        directories `new_dirs` (checked under the lock: never a link).
+        directories `new_dirs` (checked under the lock: never a link). A state file that is not there
+        means there is no workspace (NotFound, nothing written) unless `missing_ok` (`mavps init`).
         """
+        if not missing_ok:
+            change = self._expecting_layout(change)
         for attempt in range(3):
             txn = Transaction(self.transport, self.lock, list(files), change, ttl or self.settings.lock_ttl,
                               new_files, lambda line: self.append(LOG_FILE, line), new_dirs)
@@ -140,6 +174,13 @@ class Store:
             finally:
                 self.last_lock_wait = getattr(txn, "lock_wait", self.last_lock_wait)
         raise AssertionError("unreachable")
+
+    def _expecting_layout(self, change: Callable[[Txn], T]) -> Callable[[Txn], T]:
+        """`change`, refused before it runs when a state file it reads is missing (read in round trip 1-2)."""
+        def checked(txn: Txn) -> T:
+            self._expect_layout(txn.raw)
+            return change(txn)
+        return checked
 
     def _log_events(self, records: list[dict[str, Any]]) -> None:
         """Default sink for lock events: the comms log (best effort: the event must not fail the transaction)."""

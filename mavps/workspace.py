@@ -1,10 +1,11 @@
 """One entry point: `Workspace.open(url)` gives `ws.queue`, `ws.workers`, `ws.log`."""
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 from .config import Config
-from .errors import MavpsError
+from .errors import MavpsError, NotFound, TransportError
 from .log import Log, parse_lines
 from .models import META_FILE, QUEUE_FILE, TASKS_DIR, WORKERS_FILE, TaskStatus
 from .queue import Queue, QueueSettings
@@ -87,26 +88,48 @@ class Workspace:
                                 "message": f"Initialised workspace ({', '.join(created)})"})
             return created
 
-        created = self.store.transact(list(STATE_FILES), change)
+        created = self.store.transact(list(STATE_FILES), change, missing_ok=True)
         return {"workspace": self.location, "created": made + created, "root": local_root}
+
+    def require(self) -> None:
+        """NotFound ("no mavps workspace at ...: run `mavps init`") unless this directory is a workspace.
+
+        Reads of the state files and the log already say so at no cost; this is one more round trip,
+        for the commands that read none of them (unlock, cleanup)."""
+        self.store.require_layout()
 
     def read_file(self, path: str, max_size: int | None = None) -> bytes:
         """A project file in the workspace (e.g. a task's context file); larger than max_size is refused."""
         from .files import MAX_FILE, read_file
 
-        return read_file(self.transport, path, MAX_FILE if max_size is None else max_size)
+        with self._explained():
+            return read_file(self.transport, path, MAX_FILE if max_size is None else max_size)
 
     def stream_file(self, path: str, write: Any) -> int:
         """Send a project file of any size to `write(chunk)`, in bounded memory; its size."""
         from .files import stream_file
 
-        return stream_file(self.transport, path, write)
+        with self._explained():
+            return stream_file(self.transport, path, write)
 
     def write_file(self, path: str, data: Any) -> int:
         """Create or replace a project file in the workspace atomically, from bytes or a binary stream."""
         from .files import write_file
 
-        return write_file(self.transport, path, data)
+        with self._explained():
+            return write_file(self.transport, path, data)
+
+    @contextlib.contextmanager
+    def _explained(self) -> Iterator[None]:
+        """A file operation that failed in a directory that is not a workspace says so (a typo in the URL
+        is likelier than a missing file); the check costs a round trip only after a failure."""
+        try:
+            yield
+        except MavpsError as exc:
+            if type(exc) is MavpsError or isinstance(exc, (NotFound, TransportError)):  # not a refusal
+                with contextlib.suppress(TransportError):
+                    self.require()
+            raise
 
     def board(self, log_lines: int = 10) -> dict[str, Any]:
         """Everything `mavps status` shows, read without the lock in two round trips."""

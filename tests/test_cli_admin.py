@@ -178,3 +178,41 @@ def test_doctor_without_workspace() -> None:
     assert result.exit_code == 1
     checks = json.loads(result.stdout)
     assert checks[-1]["check"] == "workspace" and not checks[-1]["ok"] and "MAVPS_WORKSPACE" in checks[-1]["fix"]
+
+
+# ----- status --watch into a pipe or a file -------------------------------------------------
+def test_watch_into_a_pipe_writes_one_plain_line_per_change(mavps: Mavps) -> None:
+    """Not a terminal (CliRunner's stdout): no live table, one line, and only one since nothing changed."""
+    out = mavps("status", "--watch", "--interval", "0.1", "--max-seconds", "0.3").stdout
+    lines = out.splitlines()
+    assert len(lines) == 1, out
+    assert "pending 0" in lines[0] and "\x1b" not in out and "─" not in out
+
+
+def test_watch_lines_counts_changes_not_polls(capsys: pytest.CaptureFixture) -> None:
+    from mavps.render import plain
+
+    def board(pending: int, ready: list[int]) -> dict:
+        return {"time": "T", "counts": {"pending": pending, "in_progress": 0}, "ready": ready, "in_progress": [],
+                "blocked": [], "workers": []}
+    boards = iter([board(0, []), board(0, []), board(1, [1]), board(1, [1]), board(0, []), board(0, [])])
+    clock = iter(range(100))
+    written = plain.watch_lines(lambda: next(boards), 1, 10.5, sleep=lambda s: None, clock=lambda: next(clock))
+    runner_out = capsys.readouterr().out.splitlines()
+    assert written == 3 and len(runner_out) == 3
+    assert "ready #1" in runner_out[1] and runner_out[2].startswith("T pending 0")
+
+
+# ----- what --help and the docs promise ------------------------------------------------------
+def test_ssh_flags_are_not_hidden() -> None:
+    out = run_plain("--help").stdout
+    for flag in ("--ssh ", "--ssh-config", "--connect-timeout"):
+        assert flag in out, flag
+
+
+def test_readme_lists_reap_and_the_exit_codes() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "`mavps reap`" in readme
+    assert "2 for a usage error" in readme
+    template = (Path(__file__).resolve().parents[1] / "templates" / "mavps.yaml").read_text()
+    assert "\n# ssh: openssh" in template or "\nssh: " in template

@@ -75,9 +75,14 @@ def block_reason(proc: subprocess.CompletedProcess) -> str:
     return answer["reason"]
 
 
-def assert_lets_stop(proc: subprocess.CompletedProcess) -> None:
+def assert_lets_stop(proc: subprocess.CompletedProcess, failure: bool = False) -> None:
+    """Exit 0 and no block; a failure is shown to the user as the answer's only field, systemMessage."""
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == "", proc.stdout
+    if failure:
+        answer = json.loads(proc.stdout)
+        assert list(answer) == ["systemMessage"] and answer["systemMessage"].strip(), proc.stdout
+    else:
+        assert proc.stdout == "", proc.stdout
     assert "Traceback" not in proc.stderr
 
 
@@ -225,21 +230,21 @@ def test_invalid_stdin_is_an_error_not_a_block(tmp_path):
     env = hook_env(None, tmp_path, workspace=str(tmp_path / "ws"))
     for bad in ("not json", "[1, 2]", '{"session_id": '):
         proc = run_hook(env, bad, "stop")
-        assert_lets_stop(proc)
+        assert_lets_stop(proc, failure=True)
         assert "mavps hook stop: stdin" in proc.stderr
 
 
 def test_config_error_lets_the_agent_stop(tmp_path):
     env = hook_env(None, tmp_path, workspace=str(tmp_path / "ws"), lock_ttl="soon")
     proc = run_hook(env, stop_input(), "stop")
-    assert_lets_stop(proc)
+    assert_lets_stop(proc, failure=True)
     assert "lock_ttl" in proc.stderr and "MAVPS_LOCK_TTL" in proc.stderr
 
 
 def test_missing_workspace_lets_the_agent_stop(tmp_path):
     env = hook_env(None, tmp_path, workspace=str(tmp_path / "nowhere"))
     proc = run_hook(env, stop_input(), "stop")
-    assert_lets_stop(proc)
+    assert_lets_stop(proc, failure=True)
     assert "letting w1 stop" in proc.stderr
 
 
@@ -256,7 +261,7 @@ def test_unreachable_port_answers_quickly(tmp_path):
         port = s.getsockname()[1]  # closed again: nothing listens
     started = time.monotonic()
     proc = run_hook(_unreachable_env(tmp_path, port), stop_input(), "stop", timeout=30)
-    assert_lets_stop(proc)
+    assert_lets_stop(proc, failure=True)
     assert time.monotonic() - started < 15
     assert "cannot" in proc.stderr and "letting w1 stop" in proc.stderr
 
@@ -270,7 +275,7 @@ def test_silent_server_answers_within_its_bound(tmp_path):
         took = time.monotonic() - started
         start_proc = run_hook(_unreachable_env(tmp_path, port), start_input(), "session-start", "--role", "worker",
                               timeout=40)
-    assert_lets_stop(proc)
+    assert_lets_stop(proc, failure=True)
     assert took < 20, f"took {took:.1f}s with connect_timeout 2"
     assert "letting w1 stop" in proc.stderr
     assert start_proc.returncode == 0 and "Traceback" not in start_proc.stderr
@@ -289,7 +294,7 @@ def test_hard_deadline_backstop(tmp_path):
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-c", code], input=json.dumps(stop_input()), capture_output=True,
                           text=True, env=env, timeout=30)
-    assert_lets_stop(proc)
+    assert_lets_stop(proc, failure=True)
     assert time.monotonic() - started < 10
     assert "ran out of time" in proc.stderr
 
@@ -338,7 +343,7 @@ def test_hook_group_through_clirunner(ws, target, tmp_path, monkeypatch):
     assert result.exit_code == 0
     assert "Task #1: via click" in json.loads(result.stdout)["reason"]
     result = CliRunner().invoke(hook, ["stop"], input="{oops")
-    assert result.exit_code == 0 and result.stdout == ""
+    assert result.exit_code == 0 and "not valid JSON" in json.loads(result.stdout)["systemMessage"]
 
 
 def test_library_functions(ws, target, tmp_path):

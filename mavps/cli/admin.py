@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 
 import click
 
@@ -28,7 +29,8 @@ def init() -> None:
 
 
 @cli.command(epilog="Examples: mavps status        mavps status --watch        mavps status --json")
-@click.option("--watch", is_flag=True, help="Keep refreshing the board until Ctrl-C.")
+@click.option("--watch", is_flag=True, help="Keep refreshing the board until Ctrl-C (into a pipe or a file: "
+                                           "one line per change).")
 @click.option("--interval", type=click.FloatRange(0.1, 600), default=2.0, show_default=True,
               help="Seconds between refreshes with --watch.")
 @click.option("--max-seconds", type=click.FloatRange(0), metavar="S", help="Stop watching after S seconds.")
@@ -41,7 +43,10 @@ def status(watch: bool, interval: float, max_seconds: float | None, lines: int) 
     if not watch or st.json:
         emit(ws.board(lines), render.board)
         return
-    render.watch(lambda: ws.board(lines), interval, max_seconds)
+    if sys.stdout.isatty():
+        render.watch(lambda: ws.board(lines), interval, max_seconds)
+    else:
+        plain.watch_lines(lambda: ws.board(lines), interval, max_seconds)
 
 
 @cli.command(epilog="Example: EDITOR=nano mavps edit queue\n\nFILE: task-queue.json (queue), "
@@ -73,6 +78,7 @@ def edit(file: str, ttl: float) -> None:
 def unlock(force: bool, yes: bool) -> None:
     """Show who holds the workspace lock; --force breaks it. Also removes old leftovers."""
     ws = state().workspace()
+    ws.require()
     from ..admin import LEFTOVER_AGE, break_held, cleanup_leftovers, lock_info
 
     info = lock_info(ws.transport, ws.config.lock_ttl)
@@ -96,6 +102,7 @@ def cleanup(older_than: float) -> None:
     """Remove what crashed or interrupted commands left: temp files of puts (`.NAME.<hex>.tmp`, anywhere in
     the workspace) and old lock directories. `mavps doctor` lists them."""
     ws = state().workspace()
+    ws.require()
     from ..admin import LEFTOVER_AGE, cleanup_leftovers, cleanup_temp_files
 
     emit({"temp_files_removed": cleanup_temp_files(ws.transport, older_than),

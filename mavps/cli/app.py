@@ -2,7 +2,8 @@
 
 Exit codes: 0 ok, 3 when `claim` finds nothing claimable, 1 for any error (one line
 on stderr saying what went wrong and what to do; `--debug` adds the traceback),
-2 for usage errors (click), 130 on Ctrl-C.
+2 for usage errors (click's convention), 130 on Ctrl-C. With --json every error,
+usage errors too, is instead one object {"error", "hint", "exit_code"} on stdout.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import click
 from .. import __version__
 from ..errors import MavpsError
 from . import hooks
-from .options import EXIT_INTERRUPTED, State, global_options, report, set_flag, state
+from .options import EXIT_INTERRUPTED, State, global_options, report, set_flag, state, wants_json
 
 
 def _fail(ctx: click.Context, exc: Exception) -> NoReturn:
@@ -26,10 +27,21 @@ def _fail(ctx: click.Context, exc: Exception) -> NoReturn:
 
         traceback.print_exc()
     if isinstance(exc, MavpsError):
-        raise click.exceptions.Exit(report(str(exc))) from None
+        raise click.exceptions.Exit(report(str(exc), getattr(exc, "hint", None))) from None
     raise click.exceptions.Exit(report(
         f"unexpected {type(exc).__name__}: {exc} (re-run with --debug for the traceback, and please report it)"
     )) from None
+
+
+def _click_error(exc: click.ClickException | click.Abort, argv: list[str] | None) -> NoReturn:
+    """A usage error (exit 2) or a declined confirmation (exit 1): as click shows it, or as JSON with --json."""
+    if not wants_json(argv):
+        raise exc
+    if isinstance(exc, click.Abort):
+        raise click.exceptions.Exit(report("aborted: nothing was changed", "answer yes, or pass --yes"))
+    ctx = getattr(exc, "ctx", None)
+    hint = f"see `{ctx.command_path} --help`" if ctx is not None else "see `mavps --help`"
+    raise click.exceptions.Exit(report(exc.format_message(), hint, exc.exit_code)) from None
 
 
 def _reader_left() -> NoReturn:
@@ -69,11 +81,26 @@ class MavpsGroup(click.Group):
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
 
+    #: The command line of this run (for `wants_json` when parsing failed before any callback ran).
+    argv: list[str] | None = None
+
+    def main(self, args: Any = None, *a: Any, **kw: Any) -> Any:
+        self.argv = [str(x) for x in (sys.argv[1:] if args is None else args)]
+        return super().main(args, *a, **kw)
+
+    def make_context(self, *a: Any, **kw: Any) -> click.Context:
+        try:
+            return super().make_context(*a, **kw)
+        except (click.ClickException, click.Abort) as exc:
+            _click_error(exc, self.argv)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
+        except click.exceptions.Exit:
             raise
+        except (click.ClickException, click.Abort) as exc:
+            _click_error(exc, self.argv)
         except KeyboardInterrupt:
             raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
         except BrokenPipeError:

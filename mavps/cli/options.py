@@ -22,8 +22,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..models import Task
     from ..workspace import Workspace
 
-#: Exit codes: click gives 2 to usage errors.
+#: Exit codes (README "The commands"): 0 ok, 1 any error, 2 a usage error (click's convention, kept so a
+#: script can tell a wrong command line from a failure), 3 `claim` found nothing, 130 Ctrl-C.
 EXIT_ERROR = 1
+EXIT_USAGE = 2
 EXIT_NOTHING = 3
 EXIT_INTERRUPTED = 130
 
@@ -96,17 +98,18 @@ def connection_options(hidden: bool) -> list[Callable]:
 
     return [
         opt("--workspace", "-w", key="workspace", metavar="URL",
-            help="Workspace: a local path or sftp://[user@]host[:port]/abs/path [MAVPS_WORKSPACE]."),
+            help="Workspace: a local path, sftp://[user@]host[:port]/abs/path or host:/abs/path "
+                 "[MAVPS_WORKSPACE]."),
         opt("--identity-file", "-i", key="identity_file", metavar="PATH",
             help="SSH private key [MAVPS_IDENTITY_FILE]."),
         opt("--known-hosts", key="known_hosts", metavar="PATH",
             help="known_hosts file (default ~/.ssh/known_hosts) [MAVPS_KNOWN_HOSTS]."),
-        opt("--ssh-config", key="ssh_config", hide=True, metavar="PATH",
-            help="ssh config file (default ~/.ssh/config)."),
-        opt("--ssh", key="ssh", hide=True, type=click.Choice(["paramiko", "openssh"]),
+        opt("--ssh-config", key="ssh_config", metavar="PATH",
+            help="ssh config file (default ~/.ssh/config) [MAVPS_SSH_CONFIG]."),
+        opt("--ssh", key="ssh", type=click.Choice(["paramiko", "openssh"]),
             help="SSH implementation: paramiko, or openssh sharing one connection [MAVPS_SSH]."),
-        opt("--connect-timeout", key="connect_timeout", hide=True, type=float, metavar="SECONDS",
-            help="Seconds to wait for the server."),
+        opt("--connect-timeout", key="connect_timeout", type=float, metavar="SECONDS",
+            help="Seconds to wait for the server [MAVPS_CONNECT_TIMEOUT]."),
         click.option("--json", "json_", is_flag=True, expose_value=False, is_eager=True, callback=_set_attr("json"),
                      help="Print one JSON document on stdout, nothing else."),
         click.option("--debug", is_flag=True, expose_value=False, is_eager=True, hidden=hidden,
@@ -169,10 +172,27 @@ def emit_task(task: Task, verb: str) -> None:
     emit(task_out(task), plain.one_task(verb))
 
 
-def report(message: str) -> int:
-    """Print an error as one line on stderr (literally: it may quote workspace text); the exit code to use."""
-    click.echo(f"mavps: {literal(message)}", err=True)
-    return EXIT_ERROR
+def wants_json(argv: list[str] | None = None) -> bool:
+    """Whether this invocation asked for --json: its flag, or the word on the command line `argv` (a usage
+    error stops click before any option callback has run)."""
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root() if ctx is not None else None
+    if root is not None and isinstance(root.obj, State) and root.obj.json:
+        return True
+    if argv is None and root is not None:
+        argv = getattr(root.command, "argv", None)
+    args = list(argv or [])
+    return "--json" in (args[:args.index("--")] if "--" in args else args)
+
+
+def report(message: str, hint: str | None = None, code: int = EXIT_ERROR) -> int:
+    """Print an error: one line on stderr (literally: it may quote workspace text), or with --json one
+    object `{"error": ..., "hint": ...}` on stdout and nothing else; the exit code to use."""
+    if wants_json():
+        click.echo(json.dumps({"error": message, "hint": hint, "exit_code": code}, ensure_ascii=False))
+    else:
+        click.echo(f"mavps: {literal(message)}", err=True)
+    return code
 
 
 def die(message: str) -> NoReturn:

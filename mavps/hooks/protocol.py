@@ -3,9 +3,13 @@
 Exit 0 and print nothing lets the agent stop; `{"decision": "block", "reason":
 ...}` on a Stop hook makes it go on with `reason` as its next instruction;
 `hookSpecificOutput.additionalContext` on SessionStart adds context
-(knowledge/03-stop-hooks-worker-persistence.md). Every failure path exits 0
-with the reason on stderr and nothing on stdout, so a broken workspace never
-traps or crashes an agent.
+(knowledge/03-stop-hooks-worker-persistence.md). Every failure path exits 0,
+so a broken workspace never traps or crashes an agent, and is made visible:
+the reason goes on stderr, into `{"systemMessage": ...}` on stdout (Claude Code
+shows it to the user; a Stop hook that answers nothing else still lets the
+agent stop), and into the local hook log (`session.hook_log_file()`, printed
+by `mavps doctor`); the Stop hook also records it in the workspace log when
+the workspace can be reached.
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ class HookAnswer:
     message: str = ""  # one line for stderr (why it let the agent stop, what failed)
     outcome: str = "allow"  # allow | block | context | error: for tests and logs
     task_id: int | None = None
+    notice: str | None = None  # a failure shown to the user (systemMessage) and written to the hook log
 
     @property
     def block(self) -> bool:
@@ -37,12 +42,26 @@ class HookAnswer:
 
     def stdout(self) -> str:
         """The exact stdout of the hook process ('' = print nothing)."""
+        out: dict[str, Any] = {}
         if self.reason is not None:
-            return json.dumps({"decision": "block", "reason": self.reason}, ensure_ascii=False)
-        if self.context is not None:
-            return json.dumps({"hookSpecificOutput": {"hookEventName": self.event,
-                                                      "additionalContext": self.context}}, ensure_ascii=False)
-        return ""
+            out.update(decision="block", reason=self.reason)
+        elif self.context is not None:
+            out["hookSpecificOutput"] = {"hookEventName": self.event, "additionalContext": self.context}
+        if self.notice:
+            out["systemMessage"] = self.notice
+        return json.dumps(out, ensure_ascii=False) if out else ""
+
+
+def failed(line: str, event: str = "Stop") -> HookAnswer:
+    """The answer of a hook that could not do its work: let the agent go on, and say why to the user."""
+    return HookAnswer(event=event, message=line, outcome="error", notice=line)
+
+
+def note_failure(name: str, line: str, state_path: str | None = None) -> None:
+    """Append a failure to the local hook log (best effort: the hook must still answer)."""
+    from .session import append_hook_log
+
+    append_hook_log(name, line, state_path)
 
 
 def read_input(name: str, raw: str) -> dict[str, Any] | str:
@@ -79,27 +98,38 @@ def run(name: str, event: str, fn: Callable[[dict[str, Any], Config], HookAnswer
     # paramiko logs its network thread's tracebacks through logging's last-resort
     # handler (stderr); a hook states the reason in one line instead.
     logging.getLogger("paramiko").addHandler(logging.NullHandler())
-    data = read_input(name, (stdin or sys.stdin).read())
-    if isinstance(data, str):
-        echo(data, err=True)
-        return
-    cfg = load_config(name)
-    if isinstance(cfg, str):
-        echo(cfg, err=True)
-        return
-    try:
-        with deadline(options.hard_limit(cfg, event)):
-            answer = fn(data, cfg)
-    except HookDeadline as exc:
-        echo(texts.out_of_time(name, exc), err=True)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)  # a network thread may still be stuck: do not wait for it
-    except Exception as exc:  # noqa: BLE001 - a hook must never show a traceback
-        echo(texts.unexpected(name, exc), err=True)
-        return
+    state_path = options.HookOptions.from_env().state_path
+    answer = _answer(name, event, fn, (stdin or sys.stdin).read(), echo)
+    if answer.notice:
+        note_failure(name, answer.notice, state_path)
     if answer.message:
         echo(answer.message, err=True)
     out = answer.stdout()
     if out:
         echo(out)
+
+
+def _answer(name: str, event: str, fn: Callable[[dict[str, Any], Config], HookAnswer], raw: str,
+            echo: Callable[..., None]) -> HookAnswer:
+    """The hook's answer, a failure included (never raises; out of time, it answers and exits at once)."""
+    from . import options
+
+    data = read_input(name, raw)
+    if isinstance(data, str):
+        return failed(data, event)
+    cfg = load_config(name)
+    if isinstance(cfg, str):
+        return failed(cfg, event)
+    try:
+        with deadline(options.hard_limit(cfg, event)):
+            return fn(data, cfg)
+    except HookDeadline as exc:
+        answer = failed(texts.out_of_time(name, exc), event)
+        note_failure(name, answer.message, options.HookOptions.from_env().state_path)
+        echo(answer.message, err=True)
+        echo(answer.stdout())
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)  # a network thread may still be stuck: do not wait for it
+    except Exception as exc:  # noqa: BLE001 - a hook must never show a traceback
+        return failed(texts.unexpected(name, exc), event)

@@ -72,6 +72,34 @@ def state_file() -> str:
     return os.path.join(tempfile.gettempdir(), f"mavps-hook-state-{os.getuid()}.json")
 
 
+#: The hook log is cut to its newest half beyond this size.
+MAX_HOOK_LOG = 256 * 1024
+
+
+def hook_log_file(state_path: str | None = None) -> str:
+    """Where the hooks append their failures: hook.log next to the session state file
+    (~/.cache/mavps/hook.log by default; MAVPS_HOOK_STATE moves both)."""
+    return os.path.join(os.path.dirname(os.path.abspath(state_path or state_file())), "hook.log")
+
+
+def append_hook_log(name: str, line: str, state_path: str | None = None) -> None:
+    """One stamped line per failure, for the person who wonders why a worker stopped; never raises."""
+    path = hook_log_file(state_path)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    text = " ".join(line.split())  # one line whatever the message held
+    with contextlib.suppress(OSError):
+        with locked(path + ".lock"):
+            with contextlib.suppress(OSError):
+                if os.path.getsize(path) > MAX_HOOK_LOG:
+                    with open(path, "rb") as fh:
+                        fh.seek(-MAX_HOOK_LOG // 2, os.SEEK_END)
+                        keep = fh.read().split(b"\n", 1)[-1]
+                    atomic_write(path, keep.decode("utf-8", "replace"), mode=0o600)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as fh:
+                fh.write(f"{stamp} [{name}, pid {os.getpid()}] {text}\n")
+
+
 class SessionState:
     """A small JSON file: session_id -> record; locked, replaced atomically."""
 

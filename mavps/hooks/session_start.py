@@ -34,7 +34,8 @@ def session_start_hook(input: Mapping[str, Any], config: Config, role: str | Non
             text += texts.unreachable_note(problem)
     else:
         text = texts.coordinator_context(location, board, problem)
-    return HookAnswer(event="SessionStart", context=text, outcome="context", message=message)
+    return HookAnswer(event="SessionStart", context=text, outcome="context", message=message,
+                      notice=message if problem and message else None)
 
 
 def _visit(role: str, config: Config, opts: HookOptions, open_workspace: Callable[..., Any],

@@ -148,7 +148,9 @@ def stop_hook(input: Mapping[str, Any], config: Config, options: HookOptions | N
         decision = _decide(probe, session, limits)
         return _carry_out(decision, probe, state, session_id, ws.location)
     except (MavpsError, OSError) as exc:
-        return _answer(decide(View(worker, error=texts.failure(exc)), session, _NoClock(), limits))
+        answer = _answer(decide(View(worker, error=texts.failure(exc)), session, _NoClock(), limits))
+        _record_failure(conn, worker, answer.message)
+        return answer
     finally:
         with contextlib.suppress(Exception):
             conn.close()
@@ -191,7 +193,15 @@ def _carry_out(d: Decision, probe: Probe, state: SessionState, session_id: str, 
 def _answer(d: Decision, reason: str | None = None) -> HookAnswer:
     reason = reason if reason is not None else d.reason
     return HookAnswer(reason=reason if d.block else None, outcome=d.outcome, message=d.message,
-                      task_id=d.task.id if d.task is not None and d.block else None)
+                      task_id=d.task.id if d.task is not None and d.block else None,
+                      notice=d.message if d.outcome == "error" else None)
+
+
+def _record_failure(conn: Retrying, worker: str, line: str) -> None:
+    """The failure in the workspace log too, for the coordinator (best effort, once: the workspace was
+    reached, but whatever failed may fail this as well)."""
+    with contextlib.suppress(Exception):
+        conn.ws.log.append(line, agent=worker, event="hook_failed", worker=worker)
 
 
 class _NoClock:

@@ -240,3 +240,38 @@ def trust_offer(info: dict) -> list[str]:
     if info["known"] == "same":
         lines.append(f"already trusted in {info['known_hosts']}")
     return lines
+
+
+# ----- the board as one line (status --watch into a pipe or a file) ------------------------
+def board_line(b: dict[str, Any]) -> str:
+    """The board in one plain line: counts, what is ready and running, workers online (no time: two
+    boards that show the same line are the same to a reader)."""
+    counts = " ".join(f"{k} {v}" for k, v in b["counts"].items())
+    running = ", ".join(f"#{t['id']} {literal(t['claimed_by'] or '?')}" for t in b["in_progress"]) or "-"
+    online = sum(1 for w in b["workers"] if w["online"])
+    blocked = ids([t["id"] for t in b["blocked"]]) or "-"
+    return (f"{counts} | ready {ids(b['ready']) or '-'} | running {running} | blocked {blocked}"
+            f" | workers {online}/{len(b['workers'])} online")
+
+
+def watch_lines(fetch: Callable[[], dict[str, Any]], interval: float, max_seconds: float | None,
+                sleep: Callable[[float], None] | None = None, clock: Callable[[], float] | None = None) -> int:
+    """`status --watch` when stdout is not a terminal: one line per change, stamped, flushed at once
+    (a live table would write nothing into a pipe, or only its last frame); the lines written."""
+    import time
+
+    sleep, clock = sleep or time.sleep, clock or time.monotonic
+    end = None if max_seconds is None else clock() + max_seconds
+    last, written = None, 0
+    try:
+        while True:
+            b = fetch()
+            line = board_line(b)
+            if line != last:
+                click.echo(f"{b['time']} {line}")
+                last, written = line, written + 1
+            if end is not None and clock() >= end:
+                return written
+            sleep(interval if end is None else max(0.0, min(interval, end - clock())))
+    except KeyboardInterrupt:
+        return written
