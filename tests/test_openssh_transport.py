@@ -6,10 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
-import tempfile
-import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -21,26 +18,9 @@ pytestmark = [pytest.mark.sftp, pytest.mark.skipif(shutil.which("ssh") is None, 
 
 
 @pytest.fixture(scope="module")
-def control(sshd) -> Iterator[Path]:
-    """A private, short control directory for this module's masters; every master
-    started here is ended at the end (ControlPersist would keep it 10 minutes)."""
-    path = Path(tempfile.mkdtemp(prefix="mvssh"))
-    old = os.environ.get("MAVPS_SSH_CONTROL_DIR")
-    os.environ["MAVPS_SSH_CONTROL_DIR"] = str(path)
-    try:
-        yield path
-    finally:
-        if old is None:
-            os.environ.pop("MAVPS_SSH_CONTROL_DIR", None)
-        else:
-            os.environ["MAVPS_SSH_CONTROL_DIR"] = old
-        for sock in path.glob("mavps-*"):
-            subprocess.run(["ssh", "-F", os.devnull, "-o", f"ControlPath={sock}", "-O", "exit", "x"],
-                           capture_output=True, timeout=10, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 5
-        while any(path.glob("mavps-*")) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        shutil.rmtree(path, ignore_errors=True)
+def control(sshd, ssh_control) -> Path:
+    """The private control directory for the masters (conftest's ssh_control ends them all at the end)."""
+    return ssh_control
 
 
 def _open(sshd, path: Path, **settings) -> Workspace:
