@@ -133,17 +133,39 @@ def break_held(ws: Any, info: dict[str, Any]) -> str:
     A planted link or file at the lock's name is removed as itself, never followed.
     """
     holder = info.get("holder") or {}
-    result, unfinished = ws.store.break_by_hand(info)
+    result, unfinished, away = ws.store.break_by_hand(info)
     if info.get("planted"):
+        ws.store.sweep(away)
         return result
     if result == "broken":
-        for txn in unfinished:  # the holder's log records for a commit it never finished
-            ws.log.append("the broken lock held this transaction's unfinished commit: records with this "
-                          "txn did not take effect", event="rolled_back", txn=txn)
+        note_rollbacks(ws, unfinished)  # first: a failure here keeps the broken lock's evidence
+        ws.store.sweep(away)
         ws.log.append(f"workspace lock held by {holder.get('owner', 'an unknown holder')} broken by hand "
                       "with `mavps unlock --force`", event="lock_broken", holder=holder or None,
                       held_for=info.get("held_for"), by_hand=True)
     return result
+
+
+def note_rollbacks(ws: Any, tokens: list[str]) -> bool:
+    """Record transactions a broken lock held before their commit point as rolled back (raises on failure)."""
+    for txn in tokens:  # the holder's log records for a commit it never finished
+        ws.log.append("the broken lock held this transaction's unfinished commit: records with this "
+                      "txn did not take effect", event="rolled_back", txn=txn)
+    return True
+
+
+def cleanup_lock_leftovers(ws: Any, older_than: float) -> list[str]:
+    """Old candidates and broken locks; any uncommitted transaction in them is first recorded rolled back."""
+    from .errors import MavpsError
+    from .recovery import cleanup_leftovers as clean
+
+    def note(tokens: list[str]) -> bool:
+        try:
+            return note_rollbacks(ws, tokens)
+        except MavpsError:
+            return False
+
+    return clean(ws.transport, older_than, note)
 
 
 def _hook_log_detail() -> str:

@@ -118,7 +118,7 @@ class WorkspaceLock:
     """
 
     def __init__(self, transport: Transport, agent: str, ttl: float, timeout: float,
-                 on_event: Callable[[list[dict[str, Any]]], None]) -> None:
+                 on_event: Callable[[list[dict[str, Any]]], bool | None]) -> None:
         self.transport = transport
         self.agent = agent
         self.ttl = ttl
@@ -210,13 +210,16 @@ class WorkspaceLock:
         limit, holder = limits.get(sighting.identity, (None, None))
         if limit is None or age <= limit:
             return False
-        took, unfinished = break_lock(self.transport, new_token())
-        if took:
-            self._note_break(holder, self.watch.observed_for(sighting.identity), sighting.server_age, unfinished)
+        token = new_token()
+        took, unfinished = break_lock(self.transport, token)
+        if took and self._note_break(holder, self.watch.observed_for(sighting.identity), sighting.server_age,
+                                     unfinished):
+            sweep(self.transport, stale_dir(token))  # else it stays, with its evidence, for a later sweep
         return True
 
     def _note_break(self, holder: dict[str, Any] | None, observed: float, server_age: float | None,
-                    unfinished: list[str]) -> None:
+                    unfinished: list[str]) -> bool:
+        """Log the break and roll back what the broken lock held; False if that could not be written."""
         stamp = iso(utcnow())
         event = {
             "timestamp": stamp, "agent": self.agent, "event": "lock_broken",
@@ -226,7 +229,7 @@ class WorkspaceLock:
         notes = [{"timestamp": stamp, "agent": self.agent, "event": "rolled_back", "txn": t,
                   "message": "a stale lock held this transaction before its commit point: "
                              "records with this txn did not take effect"} for t in unfinished]
-        self.on_event([event, *notes])
+        return self.on_event([event, *notes]) is not False
 
     @staticmethod
     def stage_release(b: Batch, token: str) -> tuple[Reply, Reply]:

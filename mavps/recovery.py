@@ -8,7 +8,7 @@ only names of the shapes in lockpaths.py are removed.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import unquote
 
 from .errors import MavpsError, UnsafePath
@@ -33,6 +33,16 @@ def read_owner(transport: Transport, lock_path: str = LOCK) -> tuple[dict[str, A
     except (MavpsError, OSError):
         return None, owner_st.value
     return (parse_owner(got[0]) if got else None), owner_st.value
+
+
+def unfinished_in(transport: Transport, path: str) -> list[str]:
+    """Tokens of the transactions still inside a lock-like directory (never reached their commit point)."""
+    b = Batch()
+    st = b.lstat(path)
+    transport.run(b)
+    if not st.ok or st.value.is_link or not st.value.is_dir:
+        return []
+    return [m.group(1) for n in list_names(transport, path) if (m := TXN_RE.fullmatch(n))]
 
 
 def sweep(transport: Transport, path: str) -> list[str]:
@@ -84,7 +94,9 @@ def list_names(transport: Transport, path: str) -> list[str]:
 
 
 def break_lock(transport: Transport, my_token: str) -> tuple[bool, list[str]]:
-    """Take a stale lock away: (whether this call took it, tokens of the commits it never made).
+    """Take a stale lock away to `stale_dir(my_token)`: (whether this call took it, tokens of the commits it
+    never made). The caller records those transactions as rolled back, and only then sweeps the directory:
+    removed first, the evidence would be lost with a failed log write.
 
     Only one breaker's rename can take a given lock, and it is never put back:
     if a new holder took the lock after it was judged stale, that holder's
@@ -96,7 +108,7 @@ def break_lock(transport: Transport, my_token: str) -> tuple[bool, list[str]]:
     transport.run(b)
     if not moved.ok:
         return False, []
-    return True, sweep(transport, away)
+    return True, unfinished_in(transport, away)
 
 
 
@@ -186,9 +198,15 @@ def leftovers(tr: Transport, older_than: float) -> list[str]:
                   if st.ok and (st.value.is_dir or st.value.is_link) and now - st.value.mtime > older_than)
 
 
-def cleanup_leftovers(tr: Transport, older_than: float) -> list[str]:
+def cleanup_leftovers(tr: Transport, older_than: float,
+                      note: Callable[[list[str]], bool] | None = None) -> list[str]:
+    """Remove old leftovers. One that still holds uncommitted transactions (a breaker could not log their
+    rollback) is removed only once `note(tokens)` has recorded them rolled back."""
     removed = []
     for name in leftovers(tr, older_than):
+        held = unfinished_in(tr, name)
+        if held and (note is None or not note(held)):
+            continue  # keep the evidence until the rollback can be recorded
         sweep(tr, name)  # only the names mavps makes; a link is removed as a link, never listed through
         b = Batch()
         gone = b.lstat(name)
@@ -198,15 +216,17 @@ def cleanup_leftovers(tr: Transport, older_than: float) -> list[str]:
     return removed
 
 
-def break_by_hand(tr: Transport, info: dict[str, Any]) -> tuple[str, list[str]]:
+def break_by_hand(tr: Transport, info: dict[str, Any]) -> tuple[str, list[str], str]:
     """`mavps unlock --force`: break the lock `lock_info` described, not a newer one.
 
-    Returns ('broken' | 'gone' | 'changed', the transactions it held uncommitted).
+    Returns ('broken' | 'gone' | 'changed', the transactions it held uncommitted, where it was moved): the
+    caller records the rollbacks, then sweeps that directory.
     """
     now = lock_info(tr, info.get("ttl") or 10.0)
     if not now["held"]:
-        return "gone", []
+        return "gone", [], ""
     if now.get("identity") != info.get("identity"):
-        return "changed", []  # a newer holder: show it again rather than break it blind
-    took, unfinished = break_lock(tr, new_token())
-    return ("broken" if took else "gone"), unfinished
+        return "changed", [], ""  # a newer holder: show it again rather than break it blind
+    token = new_token()
+    took, unfinished = break_lock(tr, token)
+    return ("broken" if took else "gone"), unfinished, stale_dir(token)

@@ -43,7 +43,7 @@ class Settings:
 
 class Store:
     def __init__(self, transport: Transport, agent: str, settings: Settings | None = None,
-                 on_event: Callable[[list[dict[str, Any]]], None] | None = None) -> None:
+                 on_event: Callable[[list[dict[str, Any]]], bool | None] | None = None) -> None:
         self.transport = transport
         self.agent = agent
         self.settings = settings or Settings()
@@ -112,9 +112,14 @@ class Store:
         """The server's clock now (epoch seconds), or None if it cannot be read."""
         return recovery.server_now(self.transport)
 
-    def break_by_hand(self, info: dict[str, Any]) -> tuple[str, list[str]]:
+    def break_by_hand(self, info: dict[str, Any]) -> tuple[str, list[str], str]:
         """Break the lock `recovery.lock_info` described (not a newer one): `mavps unlock --force`."""
         return recovery.break_by_hand(self.transport, info)
+
+    def sweep(self, path: str) -> None:
+        """Remove a broken lock's directory once what it held is recorded (see recovery.sweep)."""
+        if path:
+            recovery.sweep(self.transport, path)
 
     def append(self, path: str, data: bytes) -> None:
         """Append whole records to an existing log file (O_APPEND writes of at most 32 KiB: lines stay whole).
@@ -182,10 +187,12 @@ class Store:
             return change(txn)
         return checked
 
-    def _log_events(self, records: list[dict[str, Any]]) -> None:
-        """Default sink for lock events: the comms log (best effort: the event must not fail the transaction)."""
+    def _log_events(self, records: list[dict[str, Any]]) -> bool:
+        """Default sink for lock events: the comms log. Whether it was written: a failure must not fail the
+        transaction, but the breaker then keeps the broken lock's evidence (see WorkspaceLock._broke)."""
         try:
             self.append(LOG_FILE, b"".join(log_line(r) for r in records))
+            return True
         except MavpsError:
-            pass
+            return False
 

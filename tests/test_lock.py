@@ -178,3 +178,28 @@ def test_each_holder_has_its_own_lock_identity(open_ws, target):
         ws.store.transact(["task-queue.json"], look)
     assert len(set(seen)) == 3
     assert all(512 <= s < 4096 for s in seen)
+
+
+def test_a_breaker_that_cannot_log_keeps_the_evidence(open_ws, target):
+    """A broken lock holding an uncommitted transaction is swept only once its rollback is in the log (found
+    by the dropped-connections suite: a breaker whose own log append was cut removed the only evidence, and
+    the dead holder's `task_completed` stood in the log for a completion that never happened)."""
+    from mavps.admin import cleanup_lock_leftovers
+
+    ws = open_ws(lock_ttl=0.5, lock_timeout=10)
+    ws.init()
+    tok = "0123456789abcdef"
+    lock = target.path / LOCK
+    (lock / f"txn.{tok}").mkdir(parents=True)
+    (lock / f"txn.{tok}" / f"task-queue.json.{tok}.tmp").write_text("[]")
+    (lock / "owner.json").write_text("{}")
+    old = time.time() - 3600
+    os.utime(lock / "owner.json", (old, old))
+    ws.store.lock.on_event = lambda records: False  # the breaker's log append fails
+    ws.queue.add("t", "x")  # breaks the dead lock
+    stale = [p for p in target.path.iterdir() if p.name.startswith(".mavps.lock.stale-")]
+    assert len(stale) == 1 and (stale[0] / f"txn.{tok}").is_dir(), "the evidence was removed unlogged"
+    os.utime(stale[0], (old, old))
+    assert cleanup_lock_leftovers(ws, 60) == [stale[0].name]
+    assert any(r.get("event") == "rolled_back" and r.get("txn") == tok for r in ws.log.tail(20))
+    assert not stale[0].exists()

@@ -79,10 +79,10 @@ def unlock(force: bool, yes: bool) -> None:
     """Show who holds the workspace lock; --force breaks it. Also removes old leftovers."""
     ws = state().workspace()
     ws.require()
-    from ..admin import LEFTOVER_AGE, break_held, cleanup_leftovers, lock_info
+    from ..admin import LEFTOVER_AGE, break_held, cleanup_lock_leftovers, lock_info
 
     info = lock_info(ws.transport, ws.config.lock_ttl)
-    info["leftovers_removed"] = cleanup_leftovers(ws.transport, max(LEFTOVER_AGE, ws.config.lock_timeout))
+    info["leftovers_removed"] = cleanup_lock_leftovers(ws, max(LEFTOVER_AGE, ws.config.lock_timeout))
     info["broken"] = False
     if force and info["held"]:
         if not yes:
@@ -103,10 +103,10 @@ def cleanup(older_than: float) -> None:
     the workspace) and old lock directories. `mavps doctor` lists them."""
     ws = state().workspace()
     ws.require()
-    from ..admin import LEFTOVER_AGE, cleanup_leftovers, cleanup_temp_files
+    from ..admin import LEFTOVER_AGE, cleanup_lock_leftovers, cleanup_temp_files
 
     emit({"temp_files_removed": cleanup_temp_files(ws.transport, older_than),
-          "lock_leftovers_removed": cleanup_leftovers(ws.transport, max(LEFTOVER_AGE, ws.config.lock_timeout))},
+          "lock_leftovers_removed": cleanup_lock_leftovers(ws, max(LEFTOVER_AGE, ws.config.lock_timeout))},
          plain.cleaned)
 
 
