@@ -69,8 +69,12 @@ def test_stale_lock_broken_by_racing_breakers(target, open_ws, tmp_path, variant
     if (target.path / LOCK).exists() or list(target.path.glob(f"{LOCK}.*")):
         report.bad(f"lock debris left: {[p.name for p in target.path.glob(LOCK + '*')]}")
     breaks = sum(1 for r in ws.log.tail(200) if r.get("event") == "lock_broken")
-    if breaks != 1:
-        report.bad(f"{breaks} lock_broken events: the stale lock should be broken exactly once")
+    # the planted lock is broken exactly once; on a busy machine a live holder may also overrun its lease and be
+    # broken rightly, but then it is fenced and rolls back (safety is the counter check above): so every break
+    # beyond the first must match a rolled-back transaction
+    if breaks < 1 or breaks - 1 > report.stats.get("rolled_back", 0):
+        report.bad(f"{breaks} lock_broken events, {report.stats.get('rolled_back', 0)} rolled back: the stale lock "
+                   "should be broken exactly once, and only holders that overran their lease after it")
     figures(f"stale lock: {variant}", target.kind, report.stats.get("increments", 0), BREAKERS,
             len(report.violations), recovery=None if first is None else round(first - started, 2))
     assert not report.violations, report.violations
