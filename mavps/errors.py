@@ -86,3 +86,18 @@ class TransportError(MavpsError, OSError):
 
 class HostKeyError(TransportError):
     """The server's host key is unknown or changed: never trusted silently."""
+
+
+class Conflict(MavpsError):
+    """A push found workspace files changed since they were pulled: nothing was written."""
+
+    def __init__(self, task_id: int, folder: str, conflicts: list[dict[str, str]]) -> None:
+        self.task_id = task_id
+        self.conflicts = conflicts
+        shown = "; ".join(f"{c['path']}: {c['change']}" for c in conflicts[:20])
+        more = f" (and {len(conflicts) - 20} more)" if len(conflicts) > 20 else ""
+        super().__init__(
+            f"push of task {task_id} refused, nothing was written: {shown}{more}. "
+            f"Run `mavps pull {task_id} --to {folder}` again (your edited copies are kept in "
+            f"{folder}/.mavps/mine/), merge your edits into the new versions, then push again"
+        )

@@ -22,7 +22,7 @@ MAX_SANE_TTL = 24 * 3600  # a declared lock lease beyond this is ignored
 COMMIT = ".mavps.commit"  # a committed transaction being applied (see transaction.py)
 OWNER = "owner.json"
 _TOKEN = r"[0-9a-f]{16}"
-TEMP_RE = re.compile(rf"(.+)\.({_TOKEN})\.(tmp|bak)")  # <quoted target>.<token>.tmp, <file>.<token>.bak
+TEMP_RE = re.compile(rf"(.+)\.({_TOKEN})\.(tmp|bak|del)")  # <quoted target>.<token>.tmp|del, <file>.<token>.bak
 TXN_RE = re.compile(rf"txn\.({_TOKEN})")
 HELD_RE = re.compile(rf"held\.({_TOKEN})")
 
@@ -53,6 +53,11 @@ def txn_dir(token: str) -> str:
 def temp_name(target: str, token: str) -> str:
     """A temp file's name says its target, so whoever rolls a commit forward needs nothing else."""
     return f"{quote(target, safe='')}.{token}.tmp"
+
+
+def delete_name(target: str, token: str) -> str:
+    """A committed delete's marker (an empty file): whoever rolls the commit forward removes the target."""
+    return f"{quote(target, safe='')}.{token}.del"
 
 
 def owner_size(token: str) -> int:

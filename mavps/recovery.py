@@ -127,11 +127,18 @@ def roll_forward(transport: Transport) -> list[str]:
         raise UnsafePath(COMMIT, st.value.kind(), "a directory (a committed change being applied)")
     moves: dict[str, Any] = {}
     b = Batch()
+    deletes = []
     for name in list_names(transport, COMMIT):
         m = TEMP_RE.fullmatch(name)
-        target = unquote(m.group(1)) if m and m.group(3) == "tmp" else ""
+        target = unquote(m.group(1)) if m and m.group(3) in ("tmp", "del") else ""
         if target and not target.startswith("/") and ".." not in target.split("/"):
-            moves[target] = b.replace(f"{COMMIT}/{name}", target)
+            if m and m.group(3) == "del":
+                deletes.append((target, name))
+            else:
+                moves[target] = b.replace(f"{COMMIT}/{name}", target)
+    for target, name in deletes:  # after the moves, as the commit itself does
+        moves[target] = b.remove(target)
+        b.remove(f"{COMMIT}/{name}")
     done = b.rmdir(COMMIT)
     transport.run(b)
     failed = {t: r.error for t, r in moves.items() if not r.ok and not isinstance(r.error, FileNotFoundError)}

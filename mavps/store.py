@@ -159,18 +159,20 @@ class Store:
 
     # ----- under the lock ----------------------------------------------------
     def transact(self, files: Sequence[str], change: Callable[[Txn], T], ttl: float | None = None,
-                 new_files: int = 0, new_dirs: Sequence[str] = (), missing_ok: bool = False) -> T:
+                 new_files: int = 0, new_dirs: Sequence[str] = (), missing_ok: bool = False,
+                 reads: Sequence[str] = ()) -> T:
         """Run `change` on fresh copies of `files` under the lock and commit what it wrote.
 
         `new_files` reserves temp files for `txn.put` (whole files written in the commit), in the
         directories `new_dirs` (checked under the lock: never a link). A state file that is not there
         means there is no workspace (NotFound, nothing written) unless `missing_ok` (`mavps init`).
+        `reads`: other files read under the lock with the state files (in `txn.raw`, None when missing).
         """
         if not missing_ok:
             change = self._expecting_layout(change)
         for attempt in range(3):
             txn = Transaction(self.transport, self.lock, list(files), change, ttl or self.settings.lock_ttl,
-                              new_files, lambda line: self.append(LOG_FILE, line), new_dirs)
+                              new_files, lambda line: self.append(LOG_FILE, line), new_dirs, reads)
             try:
                 return txn.run()
             except LockLost:

@@ -44,12 +44,22 @@ class Txn:
     appends: dict[str, list[bytes]] = field(default_factory=dict)
     puts: dict[str, bytes] = field(default_factory=dict)
     slots: int = 0
+    #: Files removed in the commit (`delete`), and the lstat under the lock of each directory in new_dirs.
+    deletes: list[str] = field(default_factory=list)
+    dirs: dict[str, Any] = field(default_factory=dict)
 
     def put(self, path: str, data: bytes) -> None:
         """Create or replace a whole non-state file (e.g. instructions) in the commit."""
-        if path not in self.puts and len(self.puts) >= self.slots:
+        if path not in self.puts and len(self.puts) + len(self.deletes) >= self.slots:
             raise RuntimeError("transaction opened with too few new-file slots")
         self.puts[path] = data
+
+    def delete(self, path: str) -> None:
+        """Remove a non-state file in the commit (rolled forward like a put); it takes a new-file slot."""
+        if path not in self.deletes and len(self.puts) + len(self.deletes) >= self.slots:
+            raise RuntimeError("transaction opened with too few new-file slots")
+        if path not in self.deletes:
+            self.deletes.append(path)
 
     def json(self, path: str, default: Any) -> Any:
         data = self.raw.get(path)
@@ -73,10 +83,11 @@ class Transaction(Generic[T]):
 
     def __init__(self, transport: Transport, lock: lk.WorkspaceLock, files: list[str],
                  change: Callable[[Txn], T], ttl: float, new_files: int,
-                 note: Callable[[bytes], None], new_dirs: Sequence[str] = ()) -> None:
+                 note: Callable[[bytes], None], new_dirs: Sequence[str] = (), reads: Sequence[str] = ()) -> None:
         self.tr = transport
         self.lock = lock
         self.files = files
+        self.reads = [r for r in reads if r not in files]  # non-state files read under the lock (not written)
         self.change = change
         self.ttl = ttl
         self.note = note  # appends a log line without the lock (rollback notes)
@@ -134,7 +145,7 @@ class Transaction(Generic[T]):
 
     def _stage_inputs(self, b: Batch) -> None:
         """The reads behind an attempt's rename: opened only if the rename won, so under the lock."""
-        self.inputs = {f: (b.lstat(f), b.open(f, "r")) for f in self.files}
+        self.inputs = {f: (b.lstat(f), b.open(f, "r")) for f in [*self.files, *self.reads]}
         self.baks = {f: b.lstat(f"{f}.bak") for f in self.files}
         self.dirs = {d: b.lstat(d) for d in self.new_dirs}
 
@@ -174,11 +185,12 @@ class Transaction(Generic[T]):
                 reads[f] = (b.fstat(h.value), b.read_span(h.value, lst.value.size if lst.ok else 0))
                 b.close(h.value)
         tr.run(b)
-        raw: dict[str, bytes | None] = {f: self._checked(f, reads.get(f)) for f in self.files}
+        raw: dict[str, bytes | None] = {f: self._checked(f, reads.get(f)) for f in self.inputs}
         for f, bak in self.baks.items():
             if bak.ok and not bak.value.is_file:
                 raise UnsafePath(f"{f}.bak", bak.value.kind(), "a regular file (the previous copy)")
-        txn = Txn(now=server_now, raw=raw, token=self.token, slots=len(self.slots))
+        txn = Txn(now=server_now, raw=raw, token=self.token, slots=len(self.slots),
+                  dirs={d: r.value if r.ok else None for d, r in self.dirs.items()})
         result = self.change(txn)
         self._check_lease()
         self.log_ok = self._log_usable(log_after, bool(txn.log))
@@ -215,7 +227,7 @@ class Transaction(Generic[T]):
         changed = [f for f in self.files if f in txn.writes]
         b = Batch()
         checks = self._stage_contents(b, txn) + self._stage_puts(b, txn)
-        targets = self._stage_target_checks(b, list(txn.puts))
+        targets = self._stage_target_checks(b, [*txn.puts, *txn.deletes])
         for f in changed:
             if txn.raw.get(f) is not None:
                 # the previous copy, kept as <name>.bak; made through held.<token>/.. so that it lands only
@@ -242,16 +254,20 @@ class Transaction(Generic[T]):
         link), anything else is refused before any request goes near it. The file itself must be absent or a
         regular file."""
         checks: list[tuple[str, str, Reply]] = []
+        made: set[str] = set()
         for path in paths:
             folder = path.rpartition("/")[0]
-            if folder:
-                if folder not in self.dirs:
-                    raise RuntimeError(f"transaction opened without {folder} in new_dirs")
-                seen = self.dirs[folder]
-                if seen.ok and (seen.value.is_link or not seen.value.is_dir):
-                    raise UnsafePath(folder, seen.value.kind(), "a directory")
-                if not seen.ok:
-                    checks.append((folder, "made", b.mkdir(folder)))
+            if folder and folder not in made:
+                parts = folder.split("/")
+                for d in ("/".join(parts[: i + 1]) for i in range(len(parts))):  # each level, outermost first
+                    if d not in self.dirs:
+                        raise RuntimeError(f"transaction opened without {d} in new_dirs")
+                    seen = self.dirs[d]
+                    if seen.ok and (seen.value.is_link or not seen.value.is_dir):
+                        raise UnsafePath(d, seen.value.kind(), "a directory")
+                    if not seen.ok and d not in made:
+                        checks.append((d, "made", b.mkdir(d)))
+                    made.add(d)
                 checks.append((folder, "writable", b.mkdir(f"{folder}/.mavps-probe.{self.token}")))
                 b.rmdir(f"{folder}/.mavps-probe.{self.token}")
             checks.append((path, "file", b.lstat(path)))
@@ -273,6 +289,12 @@ class Transaction(Generic[T]):
         puts = list(txn.puts.items())
         for i, h in enumerate(self.slot_h):
             slot = f"{self.txd}/{self.slots[i]}"
+            if len(puts) <= i < len(puts) + len(txn.deletes):  # a delete: an empty marker named after its target
+                path = txn.deletes[i - len(puts)]
+                self.named.append(lp.delete_name(path, self.token))
+                checks.append((path, b.close(h.value)))
+                checks.append((path, b.rename(slot, f"{self.txd}/{lp.delete_name(path, self.token)}")))
+                continue
             if i >= len(puts):
                 b.close(h.value)
                 b.remove(slot)
@@ -345,6 +367,9 @@ class Transaction(Generic[T]):
         for f in changed:
             if txn.raw.get(f) is not None:
                 b.replace(f"{L}/{f}.{token}.bak", f"{f}.bak")
+        for p in txn.deletes:  # the target first, then its marker: a roll-forward removes it again if need be
+            b.remove(p)
+            b.remove(f"{lp.COMMIT}/{lp.delete_name(p, token)}")
         b.rmdir(lp.COMMIT)
         release = self.lock.stage_release(b, token)
         self.tr.run(b)

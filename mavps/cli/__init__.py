@@ -12,6 +12,7 @@ mavps.render.
     workers.py  worker register/heartbeat/list/remove
     logs.py     log (append, read, follow)
     files.py    cat, put, ls, get
+    exchange.py pull, push
     admin.py    init, status, edit, unlock, cleanup, doctor, trust, demo
     hooks.py    hook, install-hooks (defined in mavps.hookcli, loaded on first use)
 
@@ -20,7 +21,7 @@ imported inside the commands that need them, never here.
 """
 from __future__ import annotations
 
-from . import admin, files, logs, plan, tasks, work, workers  # noqa: F401 - each registers its commands on `cli`
+from . import admin, exchange, files, logs, plan, tasks, work, workers  # noqa: F401 - each registers its commands on `cli`
 from .admin import EDIT_TTL, STATE_ALIASES
 from .app import MavpsGroup, cli, main
 from .hooks import LAZY_COMMANDS

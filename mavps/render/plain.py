@@ -275,3 +275,34 @@ def watch_lines(fetch: Callable[[], dict[str, Any]], interval: float, max_second
             sleep(interval if end is None else max(0.0, min(interval, end - clock())))
     except KeyboardInterrupt:
         return written
+
+
+# ----- the file exchange ---------------------------------------------------------------
+def pulled(d: dict) -> None:
+    """`pull`: the files copied and where the record is."""
+    click.echo(f"pulled task #{d['task']} into {literal(d['to'])}: {len(d['files'])} file(s), "
+               f"{len(d['context'])} context file(s)")
+    for p in d["files"][:50]:
+        click.echo(f"  {literal(p)}")
+    if len(d["files"]) > 50:
+        click.echo(f"  ... and {len(d['files']) - 50} more")
+    for p in d.get("missing_context") or []:
+        click.echo(f"context file {literal(p)} is not in the workspace", err=True)
+    for p in d.get("kept_edits") or []:
+        click.echo(f"your edited {literal(p)} was kept in .mavps/mine/{literal(p)}", err=True)
+    click.echo(f"edit them, then `mavps push {d['task']}` (or `mavps complete {d['task']}`) from there")
+
+
+def pushed(d: dict) -> None:
+    """`push`: what was (or would be) written and deleted, and the conflicts of a dry run."""
+    verb = "would write" if d["dry_run"] else "wrote"
+    for p in d["written"]:
+        click.echo(f"{verb} {literal(p)}")
+    for p in d["deleted"]:
+        click.echo(f"{'would delete' if d['dry_run'] else 'deleted'} {literal(p)}")
+    for p in d["kept"]:
+        click.echo(f"kept {literal(p)} in the workspace (removed here: push --delete to delete it)")
+    for c in d["conflicts"]:
+        click.echo(f"conflict: {literal(c['path'])}: {c['change']}")
+    if not d["written"] and not d["deleted"]:
+        click.echo(f"nothing to push for task #{d['task']}")

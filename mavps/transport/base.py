@@ -153,6 +153,14 @@ class Batch:
     def close(self, handle: Any) -> Reply:
         return self._add("close", handle)
 
+    def opendir(self, path: str) -> Reply:
+        """A directory handle (follows a link: callers lstat the path around it); close it with `close`."""
+        return self._add("opendir", path)
+
+    def readdir(self, handle: Any) -> Reply:
+        """The next entries of an open directory as [(name, lstat)], [] at its end; send two to see the end."""
+        return self._add("readdir", handle)
+
     def write_all(self, handle: Any, data: bytes, offset: int = 0) -> list[Reply]:
         """Writes of at most CHUNK bytes each: no request above what every SFTP server accepts."""
         return [

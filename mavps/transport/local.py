@@ -110,9 +110,25 @@ class LocalTransport(Transport):
             done = os.pwrite(fd, view, offset)
             view, offset = view[done:], offset + done
 
-    def _op_close(self, fd: int) -> None:
+    def _op_close(self, fd: int | list) -> None:
+        if isinstance(fd, list):  # a directory handle (opendir)
+            return
         self._append_fds.discard(fd)
         os.close(fd)
+
+    def _op_opendir(self, path: str) -> list:
+        """A directory handle: its entries, each lstat'ed, handed out by the first readdir (like sftp-server)."""
+        folder = self._path(path)
+        out = []
+        for name in sorted(os.listdir(folder)):
+            try:
+                out.append((name, to_stat(os.lstat(os.path.join(folder, name)))))
+            except FileNotFoundError:
+                continue
+        return [out]
+
+    def _op_readdir(self, handle: list) -> list:
+        return handle.pop() if handle else []
 
     def listdir(self, path: str) -> list[str]:
         return sorted(os.listdir(self._path(path)))

@@ -104,6 +104,8 @@ _REQUESTS: dict[str, tuple[int, _Fields]] = {
     "read": (proto.CMD_READ, lambda path, a: (a[0], proto.int64(a[1]), a[2])),
     "write": (proto.CMD_WRITE, lambda path, a: (a[0], proto.int64(a[1]), bytes(a[2]))),
     "close": (proto.CMD_CLOSE, lambda path, a: (a[0],)),
+    "opendir": (proto.CMD_OPENDIR, lambda path, a: (path(a[0]),)),
+    "readdir": (proto.CMD_READDIR, lambda path, a: (a[0],)),
 }
 
 
@@ -112,7 +114,9 @@ def _deliver(op: str, args: tuple[Any, ...], reply: Reply, t: int, msg: Any) -> 
     what = args[0] if isinstance(args[0], str) else op
     if t == proto.CMD_STATUS:
         err = _status_error(msg, what)
-        if isinstance(err, EOFError):  # the end of a file: no more bytes to read
+        if isinstance(err, EOFError) and op == "readdir":  # the end of a directory: no more entries
+            reply.set([])
+        elif isinstance(err, EOFError):  # the end of a file: no more bytes to read
             reply.set(b"" if op == "read" else None, None if op == "read" else OSError(f"EOF: {what}"))
         else:
             reply.set(None, err)
@@ -120,6 +124,12 @@ def _deliver(op: str, args: tuple[Any, ...], reply: Reply, t: int, msg: Any) -> 
         reply.set(msg.get_binary())
     elif t == proto.CMD_ATTRS:
         reply.set(_to_stat(attributes(msg)))
+    elif t == proto.CMD_NAME:  # readdir: each entry's name, long name and attributes (sftp-server lstats them)
+        entries = []
+        for _ in range(msg.get_int()):
+            name, _long = msg.get_string().decode("utf-8", "surrogateescape"), msg.get_string()
+            entries.append((name, _to_stat(attributes(msg))))
+        reply.set(entries)
     else:
         reply.set(None, OSError(f"unexpected SFTP reply {t} to {op}"))
 
