@@ -43,10 +43,17 @@ def claim(worker: str | None, capabilities: tuple[str, ...]) -> None:
 @task_id_argument
 @worker_option(_HOLDER)
 @click.option("--result", metavar="TEXT", help="What was done (kept with the task).")
+@click.option("--from", "source", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="A directory holding a pull of the task (`mavps pull`): its edits are pushed first.")
 @common
-def complete(task_id: str, worker: str | None, result: str | None) -> None:
-    """Mark a task you hold as completed."""
+def complete(task_id: str, worker: str | None, result: str | None, source: str) -> None:
+    """Mark a task you hold as completed. Where a pull of it is (the current directory, or --from), its edits
+    are pushed first: a conflict stops the completion (exit 1) with the list."""
+    from ..exchange import has_record, push
+
     wid, ws = acting_worker(worker, "complete")
+    if task_id.isdigit() and has_record(source, int(task_id)):
+        push(ws.store, task_id, source, wid)
     emit_task(ws.queue.complete(task_id, wid, result), "Completed")
 
 
