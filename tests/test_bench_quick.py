@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.bench import BUDGET, hook_ops, write_state
+from benchmarks.bench import BUDGET, EXCHANGE_FILES, exchange_ops, exchange_setup, hook_ops, write_state
 
 pytestmark = [pytest.mark.bench, pytest.mark.sftp]
 
@@ -58,6 +58,28 @@ def test_round_trips_per_operation(sftp_ws, tmp_path):
         assert answer.outcome == "block" and answer.task_id is not None
     over = {op: (n, BUDGET[op]) for op, n in seen.items() if n > BUDGET[op]}
     assert not over, f"round-trip waits over budget (got, budget): {over}"
+
+
+def test_exchange_round_trips(sshd, tmp_path):
+    """Pulling, and pushing back, 100 files of 10 KB each: at most 6 round-trip waits (pipelined)."""
+    from conftest import sftp_settings
+    from mavps import Workspace
+
+    path = tmp_path / "ex"
+    with Workspace.open(sshd.url(str(path)), agent="bench", **sftp_settings(sshd)) as ws:
+        ws.init()
+        tid = exchange_setup(ws, path)
+        ops = exchange_ops(ws, tid, tmp_path / "pulled", 1)
+        seen = {}
+        name = "pull (100 files of 10 KB)"
+        seen[name], got = waits(ws, ops[name])
+        assert len(got["files"]) == EXCHANGE_FILES
+        ops["edit"]()
+        name = "push (100 files of 10 KB)"
+        seen[name], done = waits(ws, ops[name])
+        assert len(done["written"]) == EXCHANGE_FILES
+    over = {op: (n, BUDGET[op]) for op, n in seen.items() if n > BUDGET[op]}
+    assert not over and seen, f"round-trip waits over budget (got, budget): {over or seen}"
 
 
 def test_claim_waits_do_not_grow_with_history(sshd, tmp_path):

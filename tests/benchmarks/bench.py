@@ -36,7 +36,47 @@ for p in (str(ROOT), str(ROOT / "tests"), str(Path(__file__).resolve().parent)):
 # A lock-free log append costs 3 over SFTP: sftp-server follows a symlink on open, so the opened handle is
 # checked (fstat against lstat) before anything is written to it (knowledge/04, "Never through a link").
 BUDGET = {"claim": 4, "complete": 4, "add": 4, "heartbeat": 4, "log append": 3, "status (board)": 2,
-          "ready": 2, "hook decision": 2, "Stop hook, whole (work ready, connected)": 6}
+          "ready": 2, "hook decision": 2, "Stop hook, whole (work ready, connected)": 6,
+          "pull (100 files of 10 KB)": 6, "push (100 files of 10 KB)": 6}
+#: The file exchange's figures: this many files of this size under src/, the task touching src/**.
+EXCHANGE_FILES, EXCHANGE_SIZE = 100, 10 * 1024
+
+
+def exchange_setup(ws: Any, root: Path, worker: str = "wx") -> int:
+    """A task touching src/** with EXCHANGE_FILES files there, claimed by `worker`: its id (call on a fresh
+    workspace, before any other task is added, so that the claim takes it)."""
+    from mavps.models import QUEUE_FILE
+    from mavps.state import dump_tasks, load_tasks
+
+    for i in range(EXCHANGE_FILES):
+        folder = root / "src"  # one level: each further level of directories costs two more waits (knowledge)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"f{i}.py").write_bytes(bytes([97 + i % 26]) * EXCHANGE_SIZE)
+    task = ws.queue.add("exchange bench", "# edit src\n")
+
+    def change(txn: Any) -> None:
+        tasks = load_tasks(txn.json(QUEUE_FILE, []))
+        next(t for t in tasks if t.id == task.id).touches = ["src/**"]
+        txn.write(QUEUE_FILE, dump_tasks(tasks))
+
+    ws.store.transact([QUEUE_FILE], change)
+    assert ws.queue.claim(worker).id == task.id
+    return task.id
+
+
+def exchange_ops(ws: Any, tid: int, local: Path, i: int, worker: str = "wx") -> dict[str, Callable[[], Any]]:
+    """pull into `local`, then (after every file was edited there) push: the two timed operations."""
+    from mavps.exchange import pull, push
+
+    def edit_and_push() -> Any:
+        return push(ws.store, tid, str(local), worker)
+
+    def edit() -> None:
+        for f in (local / "src").rglob("*.py"):
+            f.write_bytes(f.read_bytes()[:-8] + f"{i:08d}".encode())
+
+    return {"pull (100 files of 10 KB)": lambda: pull(ws.store, tid, str(local), worker),
+            "edit": edit, "push (100 files of 10 KB)": edit_and_push}
 
 
 # ----- environment ----------------------------------------------------------
@@ -148,6 +188,7 @@ def measure_ops(env: Env, rtt_ms: float, reps: int) -> dict[str, dict[str, Any]]
     ws = env.open(path, rtt_ms, agent="bench")
     ws.init()
     q, tr = ws.queue, ws.transport
+    exchange_task = exchange_setup(ws, path)
     for i in range(3 * reps + 2):  # enough pending tasks for the mavps, hook and naive claims
         q.add(f"setup task {i}", f"# task {i}\nDo thing {i}.\n")
     samples: dict[str, list[tuple[int, float]]] = {}
@@ -174,6 +215,11 @@ def measure_ops(env: Env, rtt_ms: float, reps: int) -> dict[str, dict[str, Any]]
             timed("ready", q.ready)
             for name, fn in (hooks or {}).items():
                 timed(name, lambda: fn(ws, i))
+            ops = exchange_ops(ws, exchange_task, env.tmp / f"pulled-{rtt_ms:g}-{i}", i)
+            timed("pull (100 files of 10 KB)", ops["pull (100 files of 10 KB)"])
+            ops["edit"]()
+            pushed = timed("push (100 files of 10 KB)", ops["push (100 files of 10 KB)"])
+            assert len(pushed["written"]) == EXCHANGE_FILES
             before = counter.count
             t0 = time.perf_counter()
             got = naive_claim(sftp, str(path), "naive")
