@@ -14,6 +14,8 @@ from .errors import ConfigError
 _FLOATS = {"lock_ttl", "lock_timeout", "lease_ttl", "idle_timeout", "hook_wait", "connect_timeout",
            "reply_timeout", "worker_timeout"}
 _INTS = {"max_attempts"}
+_BOOLS = {"auto_pull"}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 SSH_CHOICES = D.SSH_CHOICES
 _LIMITS = D.RANGES
 
@@ -37,6 +39,7 @@ class Config:
     connect_timeout: float = D.CONNECT_TIMEOUT
     reply_timeout: float = D.REPLY_TIMEOUT
     worker_timeout: float = D.WORKER_TIMEOUT
+    auto_pull: bool = D.AUTO_PULL
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def with_values(self, values: Mapping[str, Any], source: str) -> "Config":
@@ -65,6 +68,8 @@ def convert(key: str, value: Any, source: str) -> Any:
             if not low <= number <= high:
                 raise ConfigError(f"{key} = {value!r} from {source} is out of range ({low} to {high})")
             return number
+        if key in _BOOLS:
+            return _boolean(key, value, source)
         if key == "ssh":
             choice = value.strip().lower() if isinstance(value, str) else value
             if choice not in SSH_CHOICES:
@@ -82,6 +87,15 @@ def convert(key: str, value: Any, source: str) -> Any:
     except Exception:
         kind = "a number of seconds" if key in _FLOATS else "an integer" if key in _INTS else "text"
         raise ConfigError(f"{key} = {value!r} from {source} is not valid: expected {kind}") from None
+
+
+def _boolean(key: str, value: Any, source: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ConfigError(f"{key} = {value!r} from {source} is not valid: expected true or false")
 
 
 def config_file(cwd: str | None = None) -> str | None:

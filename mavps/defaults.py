@@ -19,6 +19,8 @@ MAX_ATTEMPTS = 3
 IDLE_TIMEOUT = 600.0
 #: How long the Stop hook waits inside for work to appear.
 HOOK_WAIT = 240.0
+#: The Stop hook pulls a task it hands to a worker off the VPS into its project directory (`auto_pull`).
+AUTO_PULL = True
 #: Bounded network waits: opening the connection, then each reply.
 CONNECT_TIMEOUT = 10.0
 REPLY_TIMEOUT = 30.0

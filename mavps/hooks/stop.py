@@ -17,6 +17,7 @@ reads change nothing). The log append is not repeated.
 from __future__ import annotations
 
 import contextlib
+import os
 from datetime import datetime
 from functools import partial
 from typing import Any, Callable, Mapping
@@ -146,7 +147,8 @@ def stop_hook(input: Mapping[str, Any], config: Config, options: HookOptions | N
     try:
         probe = Probe(conn, worker, list(cfg.capabilities) or None, opts)
         decision = _decide(probe, session, limits)
-        return _carry_out(decision, probe, state, session_id, ws.location)
+        pull_to = (os.environ.get("CLAUDE_PROJECT_DIR") or str(input.get("cwd") or "")) if cfg.auto_pull else ""
+        return _carry_out(decision, probe, state, session_id, ws.location, pull_to)
     except (MavpsError, OSError) as exc:
         answer = _answer(decide(View(worker, error=texts.failure(exc)), session, _NoClock(), limits))
         _record_failure(conn, worker, answer.message)
@@ -165,7 +167,8 @@ def _decide(probe: Probe, session: SessionRecord, limits: Limits) -> Decision:
     return decision
 
 
-def _carry_out(d: Decision, probe: Probe, state: SessionState, session_id: str, location: str) -> HookAnswer:
+def _carry_out(d: Decision, probe: Probe, state: SessionState, session_id: str, location: str,
+               pull_to: str = "") -> HookAnswer:
     """Do what the decision records (each step best effort), and build the answer."""
     worker = probe.worker
     reason = d.reason
@@ -176,6 +179,9 @@ def _carry_out(d: Decision, probe: Probe, state: SessionState, session_id: str, 
         except (MavpsError, OSError) as exc:
             text = texts.unreadable_instructions(task, exc)
         reason = texts.task_reason(task, worker, text, location, True)
+        note = _auto_pull(probe, task, pull_to)
+        if note:
+            reason += "\n\n" + note
     if d.offline is not None:
         with contextlib.suppress(MavpsError, OSError):
             probe.conn.run(lambda ws: ws.workers.set_status(worker, WorkerStatus.OFFLINE, d.offline))
@@ -188,6 +194,23 @@ def _carry_out(d: Decision, probe: Probe, state: SessionState, session_id: str, 
         elif d.session is not None:
             state.put(session_id, d.session.to_dict())
     return _answer(d, reason)
+
+
+def _auto_pull(probe: Probe, task: Task, folder: str) -> str:
+    """Pull a task handed to a worker off the VPS into its project directory (auto_pull): the note for the
+    block reason. A worker on the VPS (local transport) needs none; a failure does not fail the hand-over."""
+    from ..exchange import pull
+    from ..transport.local import LocalTransport
+
+    if not folder or not os.path.isdir(folder) or isinstance(probe.conn.ws.transport, LocalTransport):
+        return ""
+    if not task.touches and not task.context_files:
+        return ""
+    try:
+        got = probe.conn.run(lambda ws: pull(ws.store, task.id, folder, probe.worker))
+    except (MavpsError, OSError) as exc:
+        return texts.pull_failed(task.id, folder, exc)
+    return texts.pulled_note(task.id, got["to"], got["files"], got["context"])
 
 
 def _answer(d: Decision, reason: str | None = None) -> HookAnswer:

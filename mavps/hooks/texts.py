@@ -235,3 +235,28 @@ def board_text(board: dict[str, Any]) -> str:
         out.append(f"log: {literal(r.get('timestamp'))} {literal(r.get('agent'))}: "
                    f"{literal(str(r.get('message'))[:160])}")
     return "\n".join(out)
+
+
+#: Pulled files named in a block reason, at most (the rest are counted).
+MAX_PULLED_SHOWN = 30
+
+
+def pulled_note(task_id: int, folder: str, files: list[str], context: list[str]) -> str:
+    """What the Stop hook pulled for a worker off the VPS, and how its edits get back."""
+    shown = [f"- {literal(p)}" for p in files[:MAX_PULLED_SHOWN]]
+    if len(files) > MAX_PULLED_SHOWN:
+        shown.append(f"- ... and {len(files) - MAX_PULLED_SHOWN} more")
+    lines = [f"The workspace is on another machine: the task's files were pulled into {literal(folder)} "
+             f"({len(files)} file(s) it may change" + (f", {len(context)} context file(s)" if context else "")
+             + "). Edit them there:"]
+    lines += shown or ["- (none yet: files you create under the task's paths are new files)"]
+    lines.append(f"`mavps complete {task_id}` run in {literal(folder)} (or with --from {literal(folder)}) pushes "
+                 "your edits first; if a file changed in the workspace meanwhile it stops and lists the conflicts "
+                 f"(then `mavps pull {task_id}` again, merge, and complete again).")
+    return "\n".join(lines)
+
+
+def pull_failed(task_id: int, folder: str, exc: BaseException) -> str:
+    """The hand-over goes on without the files: say how to pull them by hand."""
+    return (f"(mavps could not pull the task's files into {literal(folder)}: {literal(str(exc))}. Pull them by "
+            f"hand: mavps pull {task_id} --to {literal(folder)})")
