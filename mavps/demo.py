@@ -98,6 +98,7 @@ def run_demo(config: Config, n_workers: int = 3, n_tasks: int = 12, *, keep: boo
                 summary["check"]["problems"].insert(0, f"did not finish within {timeout:g}s")
             summary["worker_output"] = {wid: tail_of(f) for wid, f in zip(caps, logs)
                                         if codes[wid] != 0 or not summary["check"]["ok"]}
+            add_exchange(summary, say if live else (lambda line: None))
             summary["seconds"] = round(time.monotonic() - started, 2)
             summary["workspace"] = ws.location + (" (temporary, removed)" if tmp and not keep else "")
             return summary
@@ -257,6 +258,71 @@ def verify(ws: Any, ids: list[int], caps: dict[str, list[str]], codes: dict[str,
             "check": {"ok": not problems, "problems": problems, "completed_events": sum(facts.completions.values()),
                       "failed_events": facts.failures, "retries": retried},
             "exit_codes": codes}
+
+
+# ----- the file exchange: a conflict caught --------------------------------------------
+def add_exchange(summary: dict[str, Any], say: Callable[[str], None]) -> None:
+    """The exchange scene's outcome in the summary; its failure fails the demo's check."""
+    summary["exchange"] = exchange_scene(say)
+    if not summary["exchange"]["ok"]:
+        summary["check"]["ok"] = False
+        summary["check"]["problems"].append("the file exchange did not catch the conflict")
+
+
+def exchange_scene(say: Callable[[str], None]) -> dict[str, Any]:
+    """A worker off the VPS pulls a task's file, someone edits it in the workspace meanwhile, the worker's push
+    is refused with nothing written; it pulls again, merges, and the push goes through. In a temporary
+    workspace of its own, so the demo's queue stays as the check expects."""
+    from .errors import Conflict
+    from .exchange import pull, push
+    from .models import QUEUE_FILE
+    from .state import dump_tasks, load_tasks
+
+    tmp = tempfile.mkdtemp(prefix="mavps-exchange-")
+    steps: list[str] = []
+
+    def step(line: str) -> None:
+        steps.append(line)
+        say(f"  exchange: {line}")
+
+    try:
+        with open_workspace(Config(workspace=os.path.join(tmp, "ws")), agent="coordinator") as ws:
+            ws.init()
+            ws.write_file("src/greeting.py", b'GREETING = "hello"\n')
+            task = ws.queue.add("Make the greeting friendlier", "# edit src/greeting.py\n")
+
+            def touches(txn: Any) -> None:  # what `task add --touches src/**` records
+                tasks = load_tasks(txn.json(QUEUE_FILE, []))
+                next(t for t in tasks if t.id == task.id).touches = ["src/**"]
+                txn.write(QUEUE_FILE, dump_tasks(tasks))
+
+            ws.store.transact([QUEUE_FILE], touches)
+            ws.queue.claim("remote-1")
+            here = os.path.join(tmp, "remote-1")
+            pull(ws.store, task.id, here, "remote-1")
+            step(f"remote-1 pulled task #{task.id} (src/greeting.py) into its own directory")
+            with open(os.path.join(here, "src", "greeting.py"), "ab") as fh:
+                fh.write(b'FAREWELL = "goodbye"\n')
+            ws.write_file("src/greeting.py", b'GREETING = "hello there"\n')
+            step("meanwhile someone edited src/greeting.py in the workspace by hand")
+            caught = None
+            try:
+                push(ws.store, task.id, here, "remote-1")
+            except Conflict as exc:
+                caught = exc.conflicts
+                step("remote-1's push was refused, nothing written: " +
+                     "; ".join(f"{c['path']}: {c['change']}" for c in exc.conflicts))
+            pull(ws.store, task.id, here, "remote-1")
+            with open(os.path.join(here, "src", "greeting.py"), "ab") as fh:
+                fh.write(b'FAREWELL = "goodbye"\n')
+            push(ws.store, task.id, here, "remote-1")
+            ws.queue.complete(task.id, "remote-1", result="greeting and farewell")
+            final = ws.read_file("src/greeting.py")
+            step("it pulled again, merged its edit into the new version, pushed: the workspace keeps both edits")
+        ok = bool(caught) and final == b'GREETING = "hello there"\nFAREWELL = "goodbye"\n'
+        return {"ok": ok, "conflicts": caught or [], "steps": steps}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ----- the worker process ------------------------------------------------------------

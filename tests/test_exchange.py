@@ -315,3 +315,13 @@ def test_complete_pushes_first_and_stops_on_a_conflict(target, tmp_path, monkeyp
     assert (target.path / "src/a.py").read_bytes() == b"theirs\nmine\n"
     assert m.json("task", "show", str(tid))["status"] == "completed"
     assert load_record(str(loc), tid)["files"]["src/a.py"]["size"] == len(b"theirs\nmine\n")
+
+
+def test_the_demo_shows_a_conflict_being_caught():
+    from mavps.demo import exchange_scene
+
+    lines: list[str] = []
+    scene = exchange_scene(lines.append)
+    assert scene["ok"] and scene["conflicts"] == [{"path": "src/greeting.py",
+                                                   "change": "changed in the workspace since the pull"}]
+    assert any("refused, nothing written" in line for line in lines)
