@@ -94,6 +94,7 @@ class Conflict(MavpsError):
     def __init__(self, task_id: int, folder: str, conflicts: list[dict[str, str]]) -> None:
         self.task_id = task_id
         self.conflicts = conflicts
+        self.hint = f"mavps pull {task_id} --to {folder}, merge your edits, then push (or complete) again"
         shown = "; ".join(f"{c['path']}: {c['change']}" for c in conflicts[:20])
         more = f" (and {len(conflicts) - 20} more)" if len(conflicts) > 20 else ""
         super().__init__(

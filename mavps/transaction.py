@@ -198,12 +198,17 @@ class Transaction(Generic[T]):
 
     def _checked(self, f: str, read: tuple[Reply, list[Reply]] | None) -> bytes | None:
         lst, h = self.inputs[f]
+        if f in self.reads and not lst.ok and not isinstance(lst.error, FileNotFoundError):
+            raise MavpsError(f"cannot read {f} in the workspace ({lst.error}: is a directory on its way a file?); "
+                             "nothing was changed")
         if regular_file(f, lst, h) is None or read is None:
             return None
         fst, replies = read
         opened_is(f, lst, fst)
         data, complete = joined(replies)
         if not complete:
+            if f in self.reads:  # a project file: people edit those without the lock
+                raise MavpsError(f"{f} changed in the workspace while it was read; nothing was changed: try again")
             raise TransportError(f"{f} changed while locked: someone writes it without the lock")
         return data
 

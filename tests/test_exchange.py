@@ -325,3 +325,20 @@ def test_the_demo_shows_a_conflict_being_caught():
     assert scene["ok"] and scene["conflicts"] == [{"path": "src/greeting.py",
                                                    "change": "changed in the workspace since the pull"}]
     assert any("refused, nothing written" in line for line in lines)
+
+
+def test_a_directory_replaced_by_a_file_in_the_workspace_stops_the_push_cleanly(ws, target, tmp_path):
+    from mavps.errors import MavpsError
+
+    ws.write_file("src/pkg/a.py", b"a\n")
+    tid = held_task(ws)
+    loc = tmp_path / "loc"
+    pull(ws.store, tid, str(loc), "w1")
+    (loc / "src/pkg/a.py").write_bytes(b"mine\n")
+    os.remove(target.path / "src/pkg/a.py")
+    os.rmdir(target.path / "src/pkg")
+    (target.path / "src/pkg").write_bytes(b"a file now\n")
+    with pytest.raises(MavpsError) as caught:
+        push(ws.store, tid, str(loc), "w1")
+    assert type(caught.value) is not MavpsError or "nothing was changed" in str(caught.value)
+    assert (target.path / "src/pkg").read_bytes() == b"a file now\n"

@@ -50,9 +50,10 @@ def complete(task_id: str, worker: str | None, result: str | None, source: str) 
     """Mark a task you hold as completed. Where a pull of it is (the current directory, or --from), its edits
     are pushed first: a conflict stops the completion (exit 1) with the list."""
     from ..exchange import has_record, push
+    from ..validate import task_id as checked_id
 
     wid, ws = acting_worker(worker, "complete")
-    if task_id.isdigit() and has_record(source, int(task_id)):
+    if has_record(source, checked_id(task_id)):
         push(ws.store, task_id, source, wid)
     emit_task(ws.queue.complete(task_id, wid, result), "Completed")
 
