@@ -342,3 +342,24 @@ def test_a_directory_replaced_by_a_file_in_the_workspace_stops_the_push_cleanly(
         push(ws.store, tid, str(loc), "w1")
     assert type(caught.value) is not MavpsError or "nothing was changed" in str(caught.value)
     assert (target.path / "src/pkg").read_bytes() == b"a file now\n"
+
+
+def test_the_commands_pull_push_and_a_dry_run_with_conflicts(target, tmp_path):
+    m = Mavps(target)
+    m("init")
+    ws = target.open("w1")
+    try:
+        ws.write_file("src/a.py", b"old\n")
+        tid = held_task(ws)
+    finally:
+        ws.close()
+    loc = tmp_path / "loc"
+    got = m.json("pull", str(tid), "--to", str(loc), "--worker", "w1")
+    assert got["files"] == ["src/a.py"]
+    (loc / "src/a.py").write_bytes(b"mine\n")
+    (target.path / "src/a.py").write_bytes(b"theirs\n")
+    dry = m.json("push", str(tid), "--from", str(loc), "--worker", "w1", "--dry-run", code=1)
+    assert dry["conflicts"] == [{"path": "src/a.py", "change": "changed in the workspace since the pull"}]
+    refused = m.json("push", str(tid), "--from", str(loc), "--worker", "w1", code=1)
+    assert "nothing was written" in refused["error"] and f"mavps pull {tid}" in refused["hint"]
+    assert (target.path / "src/a.py").read_bytes() == b"theirs\n"

@@ -5,7 +5,7 @@ import click
 
 from ..render import plain
 from .app import cli
-from .options import acting_worker, common, emit, state, task_id_argument, worker_option
+from .options import EXIT_ERROR, acting_worker, common, emit, state, task_id_argument, worker_option
 
 
 @cli.command("pull", epilog="Example: mavps pull 7 --to ./work   (then edit, then `mavps push 7 --from ./work`)")
@@ -29,7 +29,8 @@ def pull(task_id: str, dest: str, worker: str | None) -> None:
 @task_id_argument
 @click.option("--from", "source", default=".", show_default=True, type=click.Path(file_okay=False, exists=True),
               help="Local directory holding a pull of the task.")
-@click.option("--dry-run", is_flag=True, help="Show what would be written or deleted, and the conflicts.")
+@click.option("--dry-run", is_flag=True, help="Show what would be written or deleted, and the conflicts (exit 1 "
+              "if any).")
 @click.option("--delete", is_flag=True, help="Also delete in the workspace the pulled files removed here.")
 @worker_option("The worker holding the task [MAVPS_WORKER_ID].")
 @common
@@ -39,4 +40,7 @@ def push(task_id: str, source: str, dry_run: bool, delete: bool, worker: str | N
     from ..exchange import push as do_push
 
     wid, ws = acting_worker(worker, "push")
-    emit(do_push(ws.store, task_id, source, wid, dry_run=dry_run, delete=delete), plain.pushed)
+    result = do_push(ws.store, task_id, source, wid, dry_run=dry_run, delete=delete)
+    emit(result, plain.pushed)
+    if result["conflicts"]:  # a dry run that found conflicts: the push would be refused (exit 1, as the push)
+        raise click.exceptions.Exit(EXIT_ERROR)
