@@ -28,6 +28,7 @@ from . import globs as gl
 from . import validate
 from .defaults import MAX_FILE
 from .errors import Conflict, InvalidInput, MavpsError, NotFound, Refused, UnsafePath
+from .files import STATE
 from .files import TEMP_RE as PUT_TEMP_RE
 from .files import _changed, _check_file, _is_lock, prefixes, read_file
 from .lockpaths import TEMP_RE as TXN_TEMP_RE
@@ -114,7 +115,7 @@ def _skipped(folder: str, name: str) -> bool:
     """Lock directories, temp files of put and of transactions: never part of a pull."""
     if name in (".", ".."):
         return True
-    if not folder and (_is_lock(name) or name == RECORD_DIR):
+    if not folder and (_is_lock(name) or name == RECORD_DIR or name in STATE or name[:-4] in STATE):
         return True
     return bool(PUT_TEMP_RE.fullmatch(name) or TXN_TEMP_RE.fullmatch(name) or name.startswith(".mavps-probe."))
 
@@ -411,6 +412,8 @@ def plan_push(root: str, record: dict[str, Any], delete: bool) -> Plan:
     plan = Plan()
     total = 0
     for path, local in local_files(root, touches).items():
+        if path in STATE or path[:-4] in STATE or _is_lock(path.split("/")[0]):
+            continue  # mavps state is never pushed (change it through mavps commands)
         with open(local, "rb") as fh:
             data = fh.read(MAX_PUSH + 1)
         if path in base and base[path].get("sha256") == sha256(data):

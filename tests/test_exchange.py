@@ -363,3 +363,18 @@ def test_the_commands_pull_push_and_a_dry_run_with_conflicts(target, tmp_path):
     refused = m.json("push", str(tid), "--from", str(loc), "--worker", "w1", code=1)
     assert "nothing was written" in refused["error"] and f"mavps pull {tid}" in refused["hint"]
     assert (target.path / "src/a.py").read_bytes() == b"theirs\n"
+
+
+def test_state_files_are_never_pulled_or_pushed(ws, target, tmp_path):
+    ws.write_file("notes.md", b"notes\n")
+    tid = held_task(ws, touches=["**"])
+    loc = tmp_path / "loc"
+    got = pull(ws.store, tid, str(loc), "w1")
+    assert "notes.md" in got["files"]
+    assert not any(p.startswith(("task-queue.json", "worker-status.json", "workspace.json", "agent-comms",
+                                 ".mavps")) for p in got["files"])
+    queue_before = (target.path / "task-queue.json").read_bytes()
+    (loc / "task-queue.json").write_text("[]\n")
+    (loc / "notes.md").write_bytes(b"more notes\n")
+    assert push(ws.store, tid, str(loc), "w1")["written"] == ["notes.md"]
+    assert (target.path / "task-queue.json").read_bytes() == queue_before
