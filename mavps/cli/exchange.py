@@ -39,8 +39,14 @@ def push(task_id: str, source: str, dry_run: bool, delete: bool, worker: str | N
     them changed in the workspace since the pull, nothing is written and the conflicts are listed (exit 1)."""
     from ..exchange import push as do_push
 
+    from ..errors import NotFound
+
     wid, ws = acting_worker(worker, "push")
-    result = do_push(ws.store, task_id, source, wid, dry_run=dry_run, delete=delete)
+    try:
+        result = do_push(ws.store, task_id, source, wid, dry_run=dry_run, delete=delete)
+    except NotFound:
+        ws.require()  # no workspace there (a typo in the URL) is likelier, and says so; one round trip, on failure
+        raise
     emit(result, plain.pushed)
     if result["conflicts"]:  # a dry run that found conflicts: the push would be refused (exit 1, as the push)
         raise click.exceptions.Exit(EXIT_ERROR)
