@@ -364,3 +364,16 @@ def test_the_page_in_chromium_shows_every_task_and_dependency_and_runs_nothing(b
     assert js("return performance.getEntriesByType('resource').length") == 0
     assert set(requests_made(browser)) == {page.as_uri()}  # the file itself, nothing else
 
+
+
+@pytest.mark.timeout(90)
+def test_demo_ends_by_writing_the_board_and_printing_its_path(tmp_path):
+    out = CliRunner().invoke(cli, ["demo", "--workers", "2", "--tasks", "4"], catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    path = out.output.split("board: ")[-1].split(" (open it")[0]
+    try:
+        text = Path(path).read_text()
+        assert text.count('<g class="node st-completed" data-task-id=') == 4
+        assert "(temporary, removed)" in out.output  # the page outlives the temporary workspace
+    finally:
+        os.unlink(path)
