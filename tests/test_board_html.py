@@ -377,3 +377,13 @@ def test_demo_ends_by_writing_the_board_and_printing_its_path(tmp_path):
         assert "(temporary, removed)" in out.output  # the page outlives the temporary workspace
     finally:
         os.unlink(path)
+
+
+def test_json_says_where_the_page_went(board_ws, tmp_path):
+    import json
+
+    target = tmp_path / "j.html"
+    out = CliRunner().invoke(cli, ["-w", board_ws.location, "board", "--html", str(target), "--json"])
+    assert out.exit_code == 0 and json.loads(out.stdout) == {"path": str(target), "written": 1}
+    piped = CliRunner().invoke(cli, ["-w", board_ws.location, "board", "--html", "-", "--json"])
+    assert json.loads(piped.stdout)["html"].startswith("<!DOCTYPE html>")

@@ -1,6 +1,7 @@
 """`board`: the board as one self-contained HTML page, written once or kept fresh with --watch."""
 from __future__ import annotations
 
+import os
 import time
 from typing import Callable
 
@@ -8,7 +9,7 @@ import click
 
 from ..defaults import BOARD_INTERVAL
 from .app import cli
-from .options import common, state
+from .options import common, emit, state
 
 
 @cli.command(epilog="Examples: mavps board --html board.html        mavps board --html board.html --watch        "
@@ -30,16 +31,16 @@ def board(path: str, watch: bool, interval: float, max_seconds: float | None) ->
         raise click.BadParameter("--watch rewrites a file: give a path, not '-'", param_hint="--html")
     from ..render.html import page
 
-    ws = state().workspace()
+    st = state()
+    ws = st.workspace()
     if path == "-":
-        click.echo(page(ws.board_snapshot()), nl=False)
+        text = page(ws.board_snapshot())
+        emit({"html": text}, lambda _: click.echo(text, nl=False))
         return
     written = write_every(lambda: page(ws.board_snapshot(), interval if watch else None), path,
                           interval, max_seconds if watch else 0)
-    if not watch:
-        click.echo(f"wrote {path}")
-    else:
-        click.echo(f"wrote {path} {written} times", err=True)
+    emit({"path": os.path.abspath(path), "written": written},
+         lambda d: click.echo(f"wrote {d['path']}" + (f" {written} times" if watch else "")))
 
 
 def write_every(render: Callable[[], str], path: str, interval: float, max_seconds: float | None,
