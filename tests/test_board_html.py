@@ -387,3 +387,32 @@ def test_json_says_where_the_page_went(board_ws, tmp_path):
     assert out.exit_code == 0 and json.loads(out.stdout) == {"path": str(target), "written": 1}
     piped = CliRunner().invoke(cli, ["-w", board_ws.location, "board", "--html", "-", "--json"])
     assert json.loads(piped.stdout)["html"].startswith("<!DOCTYPE html>")
+
+
+def test_ctrl_c_ends_watch_cleanly_leaving_the_last_whole_page(board_ws, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "live"
+    out.mkdir()
+    target = out / "board.html"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAVPS_")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    proc = subprocess.Popen([sys.executable, "-m", "mavps", "-w", board_ws.location, "board", "--html", str(target),
+                             "--watch", "--interval", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        for _ in range(300):  # until the first page is there
+            if target.exists():
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "wrote" in stdout and "times" in stdout and "Traceback" not in stderr
+    assert [p.name for p in out.iterdir()] == ["board.html"]  # no temp file left behind
+    assert target.read_text().rstrip().endswith("</html>")
