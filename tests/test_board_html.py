@@ -358,7 +358,8 @@ def test_the_page_in_chromium_shows_every_task_and_dependency_and_runs_nothing(b
     assert completed == "rgb(181, 230, 198)"  # the one inline style passed the policy by its hash
     statuses = set(js("return [...document.querySelectorAll('#graph g.node')].map(n => n.dataset.status)"))
     assert {"pending", "held", "blocked", "in_progress", "completed", "failed", "cancelled"} <= statuses
-    assert js("return document.querySelectorAll('#timeline g.attempt').length") >= 20
+    assert js("return document.querySelectorAll('#timeline g.attempt').length") == 21  # every claim, one bar
+    assert js("return document.querySelectorAll('#timeline g.mark[data-kind=message]').length") == 1
     assert js("return document.querySelectorAll('#workers tr[data-worker]').length") == 4
 
     assert js("return performance.getEntriesByType('resource').length") == 0
