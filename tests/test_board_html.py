@@ -417,3 +417,14 @@ def test_ctrl_c_ends_watch_cleanly_leaving_the_last_whole_page(board_ws, tmp_pat
     assert "wrote" in stdout and "times" in stdout and "Traceback" not in stderr
     assert [p.name for p in out.iterdir()] == ["board.html"]  # no temp file left behind
     assert target.read_text().rstrip().endswith("</html>")
+
+
+def test_a_silent_active_worker_is_shown_overdue_and_an_offline_one_is_not():
+    now = datetime(2026, 1, 1, 1, tzinfo=timezone.utc)
+    rows = [{"id": "w1", "status": "active", "online": False, "last_heartbeat": "2026-01-01T00:00:00Z"},
+            {"id": "w2", "status": "offline", "online": False, "last_heartbeat": "2026-01-01T00:59:58Z"},
+            {"id": "w3", "status": "active", "online": True, "last_heartbeat": None}]
+    table = board_html.workers_table(rows, [{"id": 1, "status": "completed", "claimed_by": "w2"}], now)
+    assert "<td>active (heartbeat overdue)</td><td></td><td>60 min ago</td>" in table
+    assert "<td>offline</td><td></td><td>2 s ago</td><td></td><td>1</td>" in table
+    assert "<td>active</td><td></td><td>never</td>" in table

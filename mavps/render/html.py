@@ -248,7 +248,8 @@ def workers_table(workers: list[dict[str, Any]], tasks: list[dict[str, Any]], no
             done[t["claimed_by"]] = done.get(t["claimed_by"], 0) + 1
     rows = []
     for w in workers:
-        state = f"{w.get('status')} ({'online' if w.get('online') else 'not heard from'})"
+        state = str(w.get("status")) + (" (heartbeat overdue)" if w.get("status") == "active" and not w.get("online")
+                                        else "")
         current = w.get("current_task")
         rows.append(f'<tr data-worker="{esc(w["id"])}"><td>{esc(w["id"])}</td><td>{esc(state)}</td>'
                     f'<td>{esc(", ".join(literal(c) for c in w.get("capabilities") or []))}</td>'
