@@ -428,3 +428,14 @@ def test_a_silent_active_worker_is_shown_overdue_and_an_offline_one_is_not():
     assert "<td>active (heartbeat overdue)</td><td></td><td>60 min ago</td>" in table
     assert "<td>offline</td><td></td><td>2 s ago</td><td></td><td>1</td>" in table
     assert "<td>active</td><td></td><td>never</td>" in table
+
+
+def test_a_node_says_what_its_task_needs_touches_and_waits_for():
+    snap = {"time": "2026-01-01T00:00:00Z", "waiting": [{"id": 2, "reason": "waits for #1"}],
+            "tasks": [{"id": 1, "status": "in_progress", "claimed_by": "w1", "attempts": 2, "max_attempts": 3},
+                      {"id": 2, "status": "pending", "depends_on": [1], "requires": ["docs"],
+                       "touches": ["src/*.py"]}]}
+    page = board_html.page(snap)
+    node = page.split('data-task-id="2"', 1)[1].split("</g>", 1)[0]
+    assert "needs docs · touches src/*.py" in node and "waits for #1" in node
+    assert "attempt 2 of 3" in page.split('data-task-id="1"', 1)[1].split("</g>", 1)[0]
