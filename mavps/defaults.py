@@ -54,3 +54,11 @@ MAX_RESULT = 64 * 1024
 MAX_LOG_LINE = 32 * 1024
 #: Largest file `put` writes, and `read_file` returns (`cat` streams any size).
 MAX_FILE = 64 * 1024 * 1024
+
+# ----- the HTML board (`mavps board --html`) ---------------------------------------------
+#: Seconds between rewrites with --watch (the page reloads itself as often).
+BOARD_INTERVAL = 5.0
+#: The newest log records its timeline is drawn from.
+BOARD_LOG_RECORDS = 2000
+#: The newest log records listed as text.
+BOARD_RECENT = 30

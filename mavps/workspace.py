@@ -5,6 +5,7 @@ import contextlib
 from typing import Any, Iterator
 
 from .config import Config
+from .defaults import BOARD_LOG_RECORDS, BOARD_RECENT
 from .errors import MavpsError, NotFound, TransportError
 from .log import Log, parse_lines
 from .models import META_FILE, QUEUE_FILE, TASKS_DIR, WORKERS_FILE, TaskStatus
@@ -172,6 +173,14 @@ class Workspace:
             "workers": [self._worker_row(w, tasks, now) for w in workers.values()],
             "recent": recent,
         }
+
+    def board_snapshot(self, log_records: int = BOARD_LOG_RECORDS) -> dict[str, Any]:
+        """What the HTML board draws (render/html.py): `board()` plus every live task and the log's newest
+        records, for its graph and timeline (four more round trips)."""
+        snap = self.board(BOARD_RECENT)
+        snap["tasks"] = [t.to_dict() for t in self.queue.list()]
+        snap["log"] = self.log.tail(log_records)
+        return snap
 
     def _worker_row(self, w: Any, tasks: list[Any], now: Any) -> dict[str, Any]:
         """A worker on the board: what it holds comes from the queue (all of it), not its record."""

@@ -27,7 +27,7 @@ FAILING = {
     "worker register": ["worker", "register", "w1"], "worker remove": ["worker", "remove", "w1"],
     "get": ["get", "x.txt"], "ls": ["ls"], "plan apply": ["plan", "apply", "PLAN"],
     "task edit": ["task", "edit", "1", "--priority", "3"], "task release": ["task", "release", "1"],
-    "wait": ["wait", "1", "--timeout", "1"],
+    "wait": ["wait", "1", "--timeout", "1"], "board": ["board", "--html", "-"],
 }
 
 

@@ -13,6 +13,7 @@ mavps.render.
     logs.py     log (append, read, follow)
     files.py    cat, put, ls, get
     admin.py    init, status, edit, unlock, cleanup, doctor, trust, demo
+    board.py    board --html (the board as one self-contained HTML page)
     hooks.py    hook, install-hooks (defined in mavps.hookcli, loaded on first use)
 
 Startup stays quick for agents: rich, paramiko and the workspace machinery are
@@ -20,7 +21,7 @@ imported inside the commands that need them, never here.
 """
 from __future__ import annotations
 
-from . import admin, files, logs, plan, tasks, work, workers  # noqa: F401 - each registers its commands on `cli`
+from . import admin, board, files, logs, plan, tasks, work, workers  # noqa: F401 - each registers its commands on `cli`
 from .admin import EDIT_TTL, STATE_ALIASES
 from .app import MavpsGroup, cli, main
 from .hooks import LAZY_COMMANDS

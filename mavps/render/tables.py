@@ -170,3 +170,5 @@ def demo_summary(s: dict[str, Any]) -> None:
     else:
         c.print(cell("check FAILED: " + "; ".join(map(literal, check["problems"])), "bold red"))
     c.print(cell(f"workspace: {literal(s['workspace'])}", "dim"))
+    if s.get("board"):
+        c.print(cell(f"board: {literal(s['board'])} (open it in a browser)", "bold"))
