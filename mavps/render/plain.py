@@ -122,6 +122,30 @@ def plan_applied(d: dict) -> None:
                "(not applied)")
 
 
+def reserved(r: dict) -> None:
+    why = f" ({literal(r['reason'])})" if r.get("reason") else ""
+    click.echo(f"Reserved {', '.join(map(literal, r['globs']))} for {literal(r['by'])} until "
+               f"{literal(r['expires_at'])}{why} [{literal(r['id'])}]")
+
+
+def unreserved(rows: list[dict]) -> None:
+    for r in rows:
+        click.echo(f"Unreserved {', '.join(map(literal, r['globs']))} (reserved by {literal(r['by'])})")
+
+
+def reservations(rows: list[dict]) -> None:
+    """`reservations`: each hold, who, until when, and the tasks it keeps waiting."""
+    if not rows:
+        click.echo("nothing is reserved or held now")
+        return
+    for r in rows:
+        what = f"reservation {literal(r['id'])}" if r["kind"] == "reservation" else f"task #{r['id']}"
+        why = f" ({literal(r['reason'])})" if r.get("reason") else ""
+        waits = f"; waiting: {ids(r['waiting'])}" if r["waiting"] else ""
+        click.echo(f"{', '.join(map(literal, r['globs']))}: {what} by {literal(r['by'])} until "
+                   f"{literal(r['until'])}{why}{waits}")
+
+
 def reaped(rows: list[dict]) -> None:
     click.echo(f"reaped {len(rows)} expired lease(s)" + (": " + ids([r["id"] for r in rows]) if rows else ""))
 
