@@ -89,10 +89,10 @@ def _note_held(task, wid: str, ws) -> None:
     """The local record the path guard reads (hooks/pre_tool_use.py): best effort, the claim stands anyway."""
     import contextlib
 
-    from ..hooks.pre_tool_use import project_dir, write_held
+    from ..hooks.pre_tool_use import local_root, project_dir, write_held
 
     with contextlib.suppress(OSError):
-        write_held(project_dir(), task.id, list(task.touches), wid, ws.location, getattr(ws.transport, "root", None))
+        write_held(project_dir(), task.id, list(task.touches), wid, ws.location, local_root(ws))
 
 
 def _forget_held(task_id: int) -> None:

@@ -72,6 +72,13 @@ def _no_link(path: str) -> None:
         raise OSError(f"{path} is not a directory (a link or a file): the held-task record was not written")
 
 
+def local_root(ws: Any) -> str | None:
+    """The workspace's directory when it is on this machine (the local transport), else None."""
+    from ..transport.local import LocalTransport
+
+    return ws.transport.root if isinstance(ws.transport, LocalTransport) else None
+
+
 def write_held(project: str, task_id: int, touches: list[str], worker: str, workspace: str,
                root: str | None) -> None:
     """Record the task this worker now holds (only a task with touches needs one; else the record goes)."""

@@ -196,11 +196,11 @@ def _carry_out(d: Decision, probe: Probe, state: SessionState, session_id: str, 
 
 def _note_held(task: Task, worker: str, probe: Probe) -> None:
     """The local record the path guard reads (pre_tool_use.py), in the project: best effort."""
-    from .pre_tool_use import project_dir, write_held
+    from .pre_tool_use import local_root, project_dir, write_held
 
     ws = probe.conn.ws
     with contextlib.suppress(OSError):
-        write_held(project_dir(), task.id, list(task.touches), worker, ws.location, getattr(ws.transport, "root", None))
+        write_held(project_dir(), task.id, list(task.touches), worker, ws.location, local_root(ws))
 
 
 def _answer(d: Decision, reason: str | None = None) -> HookAnswer:
