@@ -157,7 +157,7 @@ class Reservations:
             txn.write(RES_FILE, dump_reservations(live))
             return gone
 
-        return self.store.transact([RES_FILE], change)
+        return self.store.transact([RES_FILE, QUEUE_FILE], change)  # the queue: a typo'd workspace is told
 
 
 def _refuse_overlap(wanted: list[str], tasks: list[Task], others: list[Reservation], now: datetime) -> None:

@@ -163,6 +163,6 @@ def test_the_stop_hook_hand_over_records_the_held_task(ws, target, tmp_path, mon
     cfg = Config().with_values({"workspace": target.url, "worker_id": "w1", "hook_wait": 0, **target.settings}, "t")
     got = stop_hook({"session_id": "s", "hook_event_name": "Stop", "stop_hook_active": False}, cfg,
                     HookOptions(state_path=str(tmp_path / "st.json")))
-    assert got.task_id == 1
+    assert got.task_id == 1 and "an edit elsewhere is denied): src/auth/**" in got.reason
     assert g.read_held(str(proj))["touches"] == ["src/auth/**"]
     assert denied(g.guard(event(str(proj / "README.md")), cfg).stdout())

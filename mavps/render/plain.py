@@ -61,6 +61,8 @@ def claimed(d: dict, wid: str, flags: str) -> None:
                f"(renew with `mavps{flags} worker heartbeat {q(wid)}`)")
     if d.get("context_files"):
         click.echo("context files: " + ", ".join(map(literal, d["context_files"])))
+    if d.get("touches"):
+        click.echo("write only: " + ", ".join(map(literal, d["touches"])) + " (its touches)")
     click.echo(f"\n--- instructions ({literal(d.get('instruction_file'))}) ---")
     if d["instructions_error"]:
         click.echo(f"(the instructions could not be read: {literal(d['instructions_error'])}; the task is "
