@@ -125,7 +125,7 @@ class Queue:
     def waiting(self) -> list[tuple[Task, str]]:
         """Pending tasks that cannot be claimed now, each with why (see `rules.blocked_reason`).
 
-        Two round trips (the queue and the worker registry), two more when the
+        Two round trips (the queue, the worker registry and the reservations), two more when the
         archive must be read (a pending task depends on an id the queue lacks).
         """
         raw = self.store.look([QUEUE_FILE, WORKERS_FILE, RES_FILE])
