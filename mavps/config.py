@@ -16,6 +16,8 @@ _FLOATS = {"lock_ttl", "lock_timeout", "lease_ttl", "idle_timeout", "hook_wait",
 _INTS = {"max_attempts"}
 SSH_CHOICES = D.SSH_CHOICES
 _LIMITS = D.RANGES
+#: Settings that take one of a few words.
+_CHOICES = {"ssh": SSH_CHOICES, "path_guard": D.PATH_GUARD_CHOICES}
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class Config:
     connect_timeout: float = D.CONNECT_TIMEOUT
     reply_timeout: float = D.REPLY_TIMEOUT
     worker_timeout: float = D.WORKER_TIMEOUT
+    path_guard: str = D.PATH_GUARD
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def with_values(self, values: Mapping[str, Any], source: str) -> "Config":
@@ -65,10 +68,11 @@ def convert(key: str, value: Any, source: str) -> Any:
             if not low <= number <= high:
                 raise ConfigError(f"{key} = {value!r} from {source} is out of range ({low} to {high})")
             return number
-        if key == "ssh":
+        if key in _CHOICES:
             choice = value.strip().lower() if isinstance(value, str) else value
-            if choice not in SSH_CHOICES:
-                raise ConfigError(f"ssh = {value!r} from {source} is not valid: expected paramiko or openssh")
+            if choice not in _CHOICES[key]:
+                raise ConfigError(f"{key} = {value!r} from {source} is not valid: expected "
+                                  f"{' or '.join(_CHOICES[key])}")
             return choice
         if key == "capabilities":
             from .validate import capabilities

@@ -27,6 +27,9 @@ WORKER_TIMEOUT = 900.0
 #: How SFTP is reached: paramiko in process, or the `ssh` command sharing a ControlMaster.
 SSH = "paramiko"
 SSH_CHOICES = ("paramiko", "openssh")
+#: What the workers' PreToolUse hook does with an edit outside the held task's touches.
+PATH_GUARD = "deny"
+PATH_GUARD_CHOICES = ("deny", "warn", "off")
 
 #: The range each numeric setting must lie in (inclusive).
 RANGES: dict[str, tuple[float, float]] = {
@@ -36,6 +39,9 @@ RANGES: dict[str, tuple[float, float]] = {
 }
 
 # ----- the queue -----------------------------------------------------------------------
+#: How long `mavps reserve` holds its globs when no --ttl is given, and the longest it may.
+RESERVATION_TTL = 3600.0
+MAX_RESERVATION_TTL = 30 * 86400.0
 #: Finished tasks kept in task-queue.json; older ones move to the archive.
 KEEP_FINISHED = 200
 #: Archive in batches, so the archive's extra round trip is rare.

@@ -58,6 +58,20 @@ def session_start(role: str | None) -> None:
     _run("session-start", lambda data, cfg: start_hook.session_start_hook(data, cfg, role, opts), "SessionStart")
 
 
+@hook.command("pre-tool-use")
+def pre_tool_use() -> None:
+    """The worker path guard: deny an Edit/Write outside the held task's touches (config `path_guard`).
+
+    \b
+    Example:
+      echo '{"tool_name": "Write", "tool_input": {"file_path": "/proj/x.py"}, "cwd": "/proj"}' \\
+        | mavps hook pre-tool-use
+    """
+    from .hooks import pre_tool_use as guard_hook
+
+    _run("pre-tool-use", guard_hook.guard, "PreToolUse")
+
+
 @click.command("install-hooks")
 @click.option("--role", type=click.Choice(["worker", "coordinator"]), required=True,
               help="Which agent this project runs.")
@@ -112,6 +126,7 @@ def main() -> None:
 
 main.add_command(stop)
 main.add_command(session_start)
+main.add_command(pre_tool_use)
 main.add_command(install_hooks)
 
 if __name__ == "__main__":

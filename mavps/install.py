@@ -5,6 +5,8 @@ What it writes into `.claude/settings.json` (or `settings.local.json`):
 - `hooks.SessionStart`: `mavps hook session-start --role ROLE` (timeout 60 s),
   for every session source, so the context comes back after a compaction;
 - `hooks.Stop` (workers only): `mavps hook stop` (timeout 600 s);
+- `hooks.PreToolUse` (workers only, matcher `Edit|Write|MultiEdit|NotebookEdit`): `mavps hook pre-tool-use`
+  (timeout 10 s), the path guard (hooks/pre_tool_use.py);
 - `env` (workers): `CLAUDE_CODE_STOP_HOOK_BLOCK_CAP` raised to 100 (never
   lowered), so a worker can chain tasks through its Stop hook; and
   `MAVPS_WORKER_ID`, `MAVPS_WORKSPACE`, `MAVPS_CAPABILITIES` when given;
@@ -31,6 +33,7 @@ from typing import Any, Sequence
 
 from .errors import InvalidInput
 from .hooks.options import SESSION_START_TIMEOUT, STOP_HOOK_TIMEOUT
+from .hooks.pre_tool_use import MATCHER as GUARD_MATCHER, PRE_TOOL_USE_TIMEOUT
 from .localfile import atomic_write, locked
 
 ROLES = ("worker", "coordinator")
@@ -40,6 +43,7 @@ SESSION_SOURCES = "startup|resume|clear|compact"
 _OURS = {
     "stop": re.compile(r"(mavps hook stop|mavps\.hookcli stop|hooks/stop\.py)\b"),
     "session-start": re.compile(r"(mavps hook session-start|mavps\.hookcli session-start|hooks/session_start\.py)\b"),
+    "pre-tool-use": re.compile(r"(mavps hook pre-tool-use|mavps\.hookcli pre-tool-use|hooks/pre_tool_use\.py)\b"),
 }
 
 
@@ -198,8 +202,12 @@ def _merge_hooks(hooks: dict[str, Any], role: str, use_python: bool, changes: li
         _merge_hook(hooks, "Stop", "stop",
                     {"type": "command", "command": hook_command("stop", role, use_python),
                      "timeout": STOP_HOOK_TIMEOUT}, None, changes, path)
+        _merge_hook(hooks, "PreToolUse", "pre-tool-use",
+                    {"type": "command", "command": hook_command("pre-tool-use", role, use_python),
+                     "timeout": PRE_TOOL_USE_TIMEOUT}, GUARD_MATCHER, changes, path)
     else:
         _remove_hook(hooks, "Stop", "stop", changes)
+        _remove_hook(hooks, "PreToolUse", "pre-tool-use", changes)
 
 
 def _merge_env(env: dict[str, Any], role: str, block_cap: int | None, values: dict[str, str | None],

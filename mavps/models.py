@@ -23,6 +23,8 @@ WORKERS_FILE = "worker-status.json"
 META_FILE = "workspace.json"
 ARCHIVE_FILE = "task-archive.jsonl"
 TASKS_DIR = "tasks"
+#: Hand reservations of paths (`mavps reserve`); absent means none.
+RES_FILE = "reservations.json"
 
 
 class TaskStatus(str, Enum):
@@ -74,7 +76,8 @@ _TEXT_FIELDS = ("instruction_file", "claimed_by", "claimed_at", "completed_at", 
 #: Fields written only when they differ from their default: a queue without drafts or plans reads as before.
 _OPTIONAL = {"held": False, "touches": [], "plan_name": None, "plan_digest": None}
 #: What `Task.edit` may change.
-EDITABLE = ("description", "context_files", "requires", "priority", "depends_on", "max_attempts", "instruction_file")
+EDITABLE = ("description", "context_files", "requires", "priority", "depends_on", "max_attempts", "instruction_file",
+            "touches")
 
 
 @dataclass
@@ -101,7 +104,7 @@ class Task:
     error: str | None = None
     #: A draft nobody can claim until `release_hold` (written only when true, so older readers keep working).
     held: bool = False
-    #: Globs of the files the task is expected to change (recorded, not enforced; written only when given).
+    #: Globs of the files the task will write: it waits while another task or a reservation holds one (rules.holds).
     touches: list[str] = field(default_factory=list)
     #: Its name in the plan that added it, and that plan item's digest (`mavps plan apply`; written only then).
     plan_name: str | None = None
@@ -237,8 +240,9 @@ class Task:
 
     def edit(self, changes: dict[str, Any], now: datetime) -> list[str]:
         """The coordinator reshapes a task that is not running (fields already checked); the fields changed."""
-        if self.status is TaskStatus.IN_PROGRESS:
-            raise Refused(f"task {self.id} is running (held by {self.claimed_by}): cancel it first, or wait")
+        if self.status is TaskStatus.IN_PROGRESS and set(changes) - {"touches"}:
+            raise Refused(f"task {self.id} is running (held by {self.claimed_by}): cancel it first, or wait "
+                          "(only its touches may change while it runs)")
         if self.status is TaskStatus.COMPLETED:
             raise Refused(f"task {self.id} is completed: add a new task instead")
         changed = []
@@ -347,6 +351,57 @@ class Worker:
         if status is WorkerStatus.OFFLINE and not self.idle_since:
             self.idle_since = iso(now)
         return True
+
+
+@dataclass
+class Reservation:
+    """Paths held by hand (`mavps reserve`) until `expires_at`: tasks touching them wait, nothing else."""
+
+    id: str
+    globs: list[str] = field(default_factory=list)
+    by: str = ""
+    reason: str | None = None
+    created_at: str | None = None
+    expires_at: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, raw: Any, path: str = RES_FILE) -> "Reservation":
+        _check(isinstance(raw, dict), path, "a reservation", "must be an object")
+        rid = raw.get("id")
+        where = f"reservation {rid!r}"
+        _check(isinstance(rid, str) and bool(rid), path, where, "'id' must be non-empty text")
+        for name in ("by", "reason", "created_at", "expires_at"):
+            _check(_opt_str(raw.get(name)), path, where, f"'{name}' must be text or null")
+        _check(_texts(raw.get("globs", [])), path, where, "'globs' must be a list of text")
+        known = {f.name for f in fields(cls)} - {"extra"}
+        r = cls(**{k: raw[k] for k in known if raw.get(k) is not None})
+        r.extra = {k: v for k, v in raw.items() if k not in known}
+        return r
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        out["globs"] = list(self.globs)
+        out.update(self.extra)
+        return out
+
+    def live(self, now: datetime) -> bool:
+        """Still in force at `now`; an unreadable end time counts as ended (nothing waits for ever)."""
+        ends = parse(self.expires_at)
+        return ends is not None and ends > now
+
+
+def load_reservations(raw: Any, path: str = RES_FILE) -> list[Reservation]:
+    """Reservations from the parsed file (None: no file, none)."""
+    if raw is None:
+        return []
+    _check(isinstance(raw, dict) and isinstance(raw.get("reservations", []), list), path, "the file",
+           'must be a JSON object {"reservations": [...]}')
+    return [Reservation.from_dict(r, path) for r in raw.get("reservations", [])]
+
+
+def dump_reservations(reservations: list[Reservation]) -> dict[str, Any]:
+    return {"reservations": [r.to_dict() for r in reservations]}
 
 
 def _texts(v: Any) -> bool:

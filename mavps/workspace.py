@@ -8,9 +8,10 @@ from .config import Config
 from .defaults import BOARD_LOG_RECORDS, BOARD_RECENT
 from .errors import MavpsError, NotFound, TransportError
 from .log import Log, parse_lines
-from .models import META_FILE, QUEUE_FILE, TASKS_DIR, WORKERS_FILE, TaskStatus
+from .models import META_FILE, QUEUE_FILE, RES_FILE, TASKS_DIR, WORKERS_FILE, TaskStatus, load_reservations
 from .queue import Queue, QueueSettings
-from .rules import blocked_reason, claimable, is_stuck, known_capabilities
+from .reservations import Reservations
+from .rules import blocked_reason, claimable, holds, is_stuck, known_capabilities
 from .state import load_tasks, load_workers, parse_json
 from .store import LOG_FILE, Settings, Store, Txn
 from .timeutil import iso, utcnow
@@ -39,6 +40,7 @@ class Workspace:
         self.queue = Queue(self.store, self.agent, QueueSettings(self.config.lease_ttl, self.config.max_attempts))
         self.workers = Workers(self.store, self.agent, self.config.worker_timeout)
         self.log = Log(self.store, self.agent)
+        self.reservations = Reservations(self.store, self.agent)
 
     @classmethod
     def open(cls, url: str | None = None, *, config: Config | None = None, agent: str | None = None,
@@ -134,7 +136,7 @@ class Workspace:
 
     def board(self, log_lines: int = 10) -> dict[str, Any]:
         """Everything `mavps status` shows, read without the lock in two round trips."""
-        parts = self.store.look_parts({QUEUE_FILE: _whole, WORKERS_FILE: _whole,
+        parts = self.store.look_parts({QUEUE_FILE: _whole, WORKERS_FILE: _whole, RES_FILE: _whole,
                                        LOG_FILE: lambda size: max(0, size - BOARD_LOG_WINDOW)})
         raw = {p: part[0] for p, part in parts.items() if part is not None}
         tasks = load_tasks(parse_json(QUEUE_FILE, raw[QUEUE_FILE]) if QUEUE_FILE in raw else None)
@@ -157,12 +159,14 @@ class Workspace:
                                 "lease_left": None if left is None else round(left)})
         index = self.queue.dependency_index(tasks)  # reads the archive only when a dependency is not in the queue
         caps = known_capabilities(workers)
-        waiting = [(t, why) for t in tasks if (why := blocked_reason(t, index, caps)) is not None]
+        found = load_reservations(parse_json(RES_FILE, raw[RES_FILE]) if RES_FILE in raw else None)
+        held = holds(tasks, found, now)  # running tasks' touches and live reservations: what pending ones wait for
+        waiting = [(t, why) for t in tasks if (why := blocked_reason(t, index, caps, held)) is not None]
         return {
             "workspace": self.location,
             "time": iso(now),
             "counts": counts,
-            "ready": [t.id for t in claimable(tasks, None, index)],
+            "ready": [t.id for t in claimable(tasks, None, index, found, now)],
             "in_progress": running,
             "failed": [{"id": t.id, "description": t.description, "error": t.error}
                        for t in tasks if t.status is TaskStatus.FAILED],
@@ -170,6 +174,8 @@ class Workspace:
             "blocked": [{"id": t.id, "description": t.description, "reason": why}
                         for t, why in waiting if is_stuck(why)],
             "waiting": [{"id": t.id, "reason": why} for t, why in waiting if not is_stuck(why)],
+            "reservations": [{"id": r.id, "globs": r.globs, "by": r.by, "until": r.expires_at, "reason": r.reason}
+                             for r in found if r.live(now)],
             "workers": [self._worker_row(w, tasks, now) for w in workers.values()],
             "recent": recent,
         }

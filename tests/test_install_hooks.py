@@ -34,6 +34,8 @@ def test_worker_on_an_empty_project(tmp_path):
     assert result.exit_code == 0, result.output
     data = settings(tmp_path)
     assert data["hooks"]["Stop"] == [{"hooks": [{"type": "command", "command": "mavps hook stop", "timeout": 600}]}]
+    assert data["hooks"]["PreToolUse"] == [{"matcher": "Edit|Write|MultiEdit|NotebookEdit", "hooks": [
+        {"type": "command", "command": "mavps hook pre-tool-use", "timeout": 10}]}]
     assert data["hooks"]["SessionStart"] == [{"matcher": "startup|resume|clear|compact", "hooks": [
         {"type": "command", "command": "mavps hook session-start --role worker", "timeout": 60}]}]
     assert data["env"] == {"CLAUDE_CODE_STOP_HOOK_BLOCK_CAP": "100", "MAVPS_WORKER_ID": "worker-1",
@@ -59,7 +61,9 @@ def test_merges_with_other_hooks_and_keys(tmp_path):
     data = settings(tmp_path)
     assert data["model"] == "opus"
     assert commands(data, "Stop") == ["./notify.sh", "mavps hook stop"]
-    assert data["hooks"]["PreToolUse"] == before["hooks"]["PreToolUse"]
+    assert data["hooks"]["PreToolUse"] == before["hooks"]["PreToolUse"] + [  # the user's guard kept, ours added
+        {"matcher": "Edit|Write|MultiEdit|NotebookEdit",
+         "hooks": [{"type": "command", "command": "mavps hook pre-tool-use", "timeout": 10}]}]
     assert data["env"]["FOO"] == "bar"
     assert data["env"]["CLAUDE_CODE_STOP_HOOK_BLOCK_CAP"] == "500"  # a higher cap is never lowered
     assert data["permissions"] == {"allow": ["Read", "Bash(mavps:*)"], "deny": ["Bash(rm:*)"]}

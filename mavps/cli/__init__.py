@@ -9,6 +9,7 @@ mavps.render.
     tasks.py    task add/edit/release/list/show/cancel/requeue, ready, wait
     plan.py     plan apply
     work.py     claim, complete, fail, release, reap
+    reservations.py  reserve, reservations, unreserve
     workers.py  worker register/heartbeat/list/remove
     logs.py     log (append, read, follow)
     files.py    cat, put, ls, get
@@ -21,7 +22,17 @@ imported inside the commands that need them, never here.
 """
 from __future__ import annotations
 
-from . import admin, board, files, logs, plan, tasks, work, workers  # noqa: F401 - each registers its commands on `cli`
+from . import (  # noqa: F401 - each registers its commands on `cli`
+    admin,
+    board,
+    files,
+    logs,
+    plan,
+    reservations,
+    tasks,
+    work,
+    workers,
+)
 from .admin import EDIT_TTL, STATE_ALIASES
 from .app import MavpsGroup, cli, main
 from .hooks import LAZY_COMMANDS

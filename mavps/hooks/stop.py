@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping
 
 from ..config import Config
 from ..errors import MavpsError
-from ..models import QUEUE_FILE, WORKERS_FILE, Task, Worker, WorkerStatus
+from ..models import QUEUE_FILE, RES_FILE, WORKERS_FILE, Reservation, Task, Worker, WorkerStatus, load_reservations
 from ..state import load_tasks, load_workers
 from ..retry import Retrying
 from ..codec import parse_json
@@ -47,21 +47,23 @@ class Probe:
         self.mono_at = opts.monotonic()
         self.record: Worker | None = None
         self.tasks: list[Task] = []
+        self.reservations: list[Reservation] = []
 
     def begin(self, claim: bool = True) -> View:
         """Heartbeat and, if the worker holds nothing, claim: one transaction, which also
         brings back the queue, the worker's record and the server's time."""
         found = self.conn.run(lambda ws: ws.queue.next_task(self.worker, self.caps, claim=claim))
-        self.tasks, self.record = found.tasks, found.worker
+        self.tasks, self.record, self.reservations = found.tasks, found.worker, found.reservations
         self.server_now, self.mono_at = found.now, self.opts.monotonic()
         if self.server_now is None:  # cannot happen after a heartbeat, unless someone edits by hand
             self.server_now = parse(iso(datetime.now().astimezone()))
         return View(self.worker, claimed=found.claimed, held=found.held, record=self.record)
 
     def look(self) -> None:
-        """Lock-free read of the queue and the worker's record (two round trips)."""
-        raw = self.conn.run(lambda ws: ws.store.look([QUEUE_FILE, WORKERS_FILE]))
+        """Lock-free read of the queue, the reservations and the worker's record (two round trips)."""
+        raw = self.conn.run(lambda ws: ws.store.look([QUEUE_FILE, WORKERS_FILE, RES_FILE]))
         self.tasks = load_tasks(None if raw[QUEUE_FILE] is None else parse_json(QUEUE_FILE, raw[QUEUE_FILE]))
+        self.reservations = load_reservations(None if raw[RES_FILE] is None else parse_json(RES_FILE, raw[RES_FILE]))
         workers = load_workers(None if raw[WORKERS_FILE] is None else parse_json(WORKERS_FILE, raw[WORKERS_FILE]))
         rec = workers.get(self.worker)
         if rec is not None:
@@ -87,8 +89,9 @@ class Probe:
 
         queue = self.conn.ws.queue
         caps = set(self.caps) if self.caps else set(self.record.capabilities if self.record else [])
-        tasks = self.tasks if self.server_now is None else as_reaped(self.tasks, self.now())
-        return bool(claimable(tasks, caps, queue.dependency_index(tasks)))
+        now = None if self.server_now is None else self.now()
+        tasks = self.tasks if now is None else as_reaped(self.tasks, now)
+        return bool(claimable(tasks, caps, queue.dependency_index(tasks), self.reservations, now))
 
     def claim(self) -> Task | None:
         """Claim for the worker; a retry after a dropped connection reuses the claim's token."""
@@ -176,6 +179,7 @@ def _carry_out(d: Decision, probe: Probe, state: SessionState, session_id: str, 
         except (MavpsError, OSError) as exc:
             text = texts.unreadable_instructions(task, exc)
         reason = texts.task_reason(task, worker, text, location, True)
+        _note_held(task, worker, probe)
     if d.offline is not None:
         with contextlib.suppress(MavpsError, OSError):
             probe.conn.run(lambda ws: ws.workers.set_status(worker, WorkerStatus.OFFLINE, d.offline))
@@ -188,6 +192,15 @@ def _carry_out(d: Decision, probe: Probe, state: SessionState, session_id: str, 
         elif d.session is not None:
             state.put(session_id, d.session.to_dict())
     return _answer(d, reason)
+
+
+def _note_held(task: Task, worker: str, probe: Probe) -> None:
+    """The local record the path guard reads (pre_tool_use.py), in the project: best effort."""
+    from .pre_tool_use import local_root, project_dir, write_held
+
+    ws = probe.conn.ws
+    with contextlib.suppress(OSError):
+        write_held(project_dir(), task.id, list(task.touches), worker, ws.location, local_root(ws))
 
 
 def _answer(d: Decision, reason: str | None = None) -> HookAnswer:

@@ -51,6 +51,9 @@ def task_reason(task: Task, worker: str, instructions: str, location: str, claim
     if task.context_files:
         lines += ["", "Read these context files first (paths inside the workspace):"]
         lines += file_hint(location, task.context_files)
+    if task.touches:
+        lines += ["", "Write only these files (the task's touches, relative to the workspace root; an edit "
+                  "elsewhere is denied): " + ", ".join(literal(g) for g in task.touches)]
     text = instructions.strip()
     cut = len(text) > MAX_INSTRUCTIONS
     if cut:

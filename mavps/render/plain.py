@@ -61,6 +61,8 @@ def claimed(d: dict, wid: str, flags: str) -> None:
                f"(renew with `mavps{flags} worker heartbeat {q(wid)}`)")
     if d.get("context_files"):
         click.echo("context files: " + ", ".join(map(literal, d["context_files"])))
+    if d.get("touches"):
+        click.echo("write only: " + ", ".join(map(literal, d["touches"])) + " (its touches)")
     click.echo(f"\n--- instructions ({literal(d.get('instruction_file'))}) ---")
     if d["instructions_error"]:
         click.echo(f"(the instructions could not be read: {literal(d['instructions_error'])}; the task is "
@@ -120,6 +122,30 @@ def plan_applied(d: dict) -> None:
     click.echo(f"{head}{d['added']} to add, {d['unchanged']} unchanged, {d['changed']} changed (not applied)"
                if d["dry_run"] else f"{d['added']} added, {d['unchanged']} unchanged, {d['changed']} changed "
                "(not applied)")
+
+
+def reserved(r: dict) -> None:
+    why = f" ({literal(r['reason'])})" if r.get("reason") else ""
+    click.echo(f"Reserved {', '.join(map(literal, r['globs']))} for {literal(r['by'])} until "
+               f"{literal(r['expires_at'])}{why} [{literal(r['id'])}]")
+
+
+def unreserved(rows: list[dict]) -> None:
+    for r in rows:
+        click.echo(f"Unreserved {', '.join(map(literal, r['globs']))} (reserved by {literal(r['by'])})")
+
+
+def reservations(rows: list[dict]) -> None:
+    """`reservations`: each hold, who, until when, and the tasks it keeps waiting."""
+    if not rows:
+        click.echo("nothing is reserved or held now")
+        return
+    for r in rows:
+        what = f"reservation {literal(r['id'])}" if r["kind"] == "reservation" else f"task #{r['id']}"
+        why = f" ({literal(r['reason'])})" if r.get("reason") else ""
+        waits = f"; waiting: {ids(r['waiting'])}" if r["waiting"] else ""
+        click.echo(f"{', '.join(map(literal, r['globs']))}: {what} by {literal(r['by'])} until "
+                   f"{literal(r['until'])}{why}{waits}")
 
 
 def reaped(rows: list[dict]) -> None:

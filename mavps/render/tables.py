@@ -97,6 +97,13 @@ def board_renderable(b: dict[str, Any]) -> Group:
         parts.append(t)
     if b["ready"]:
         parts.append(cell("ready: " + ", ".join(f"#{literal(i)}" for i in b["ready"]), "yellow"))
+    for w in b.get("waiting", []):
+        if " held by #" in str(w.get("reason")) or " reserved by " in str(w.get("reason")):
+            parts.append(cell(f"#{literal(w['id'])} {literal(w['reason'])}", "dim"))
+    for r in b.get("reservations", []):
+        why = f" ({literal(r['reason'])})" if r.get("reason") else ""
+        parts.append(cell(f"reserved: {', '.join(map(literal, r['globs']))} by {literal(r['by'])} until "
+                          f"{literal(r['until'])}{why}", "magenta"))
     for f in b.get("failed", []):
         parts.append(cell(f"failed #{literal(f['id'])}: {literal(f['description'])} "
                           f"({literal(f.get('error') or 'no reason')})", "red"))
