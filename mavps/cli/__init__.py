@@ -9,6 +9,7 @@ mavps.render.
     tasks.py    task add/edit/release/list/show/cancel/requeue, ready, wait
     plan.py     plan apply
     work.py     claim, complete, fail, release, reap
+    questions.py  ask, answer
     workers.py  worker register/heartbeat/list/remove
     logs.py     log (append, read, follow)
     files.py    cat, put, ls, get
@@ -20,7 +21,7 @@ imported inside the commands that need them, never here.
 """
 from __future__ import annotations
 
-from . import admin, files, logs, plan, tasks, work, workers  # noqa: F401 - each registers its commands on `cli`
+from . import admin, files, logs, plan, questions, tasks, work, workers  # noqa: F401 - each registers its commands on `cli`
 from .admin import EDIT_TTL, STATE_ALIASES
 from .app import MavpsGroup, cli, main
 from .hooks import LAZY_COMMANDS

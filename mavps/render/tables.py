@@ -49,7 +49,10 @@ def task_detail(d: dict[str, Any]) -> None:
         if v in (None, [], ""):
             continue
         shown = ", ".join(map(literal, v)) if isinstance(v, list) else literal(v)
-        c.print(Text.assemble((f"{key:>17}: ", "dim"), (shown, STATUS_STYLE.get(shown, "") if key == "status" else "")))
+        style = STATUS_STYLE.get(shown, "") if key == "status" else ""
+        if key == "status" and d.get("waiting_for_answer"):
+            shown += " (waiting for an answer)"
+        c.print(Text.assemble((f"{key:>17}: ", "dim"), (shown, style)))
     c.print(Text("\n--- instructions ---", style="dim"))
     c.print(cell(d.get("instructions") or "(none)", multiline=True))
 
