@@ -153,7 +153,8 @@ class Workspace:
                 left = t.lease_left(now)
                 running.append({"id": t.id, "description": t.description, "claimed_by": t.claimed_by,
                                 "claimed_at": t.claimed_at, "attempts": t.attempts,
-                                "lease_left": None if left is None else round(left)})
+                                "lease_left": None if left is None else round(left),
+                                "waiting_for_answer": t.pending_question() is not None})
         index = self.queue.dependency_index(tasks)  # reads the archive only when a dependency is not in the queue
         caps = known_capabilities(workers)
         waiting = [(t, why) for t in tasks if (why := blocked_reason(t, index, caps)) is not None]
@@ -170,6 +171,10 @@ class Workspace:
                         for t, why in waiting if is_stuck(why)],
             "waiting": [{"id": t.id, "reason": why} for t, why in waiting if not is_stuck(why)],
             "workers": [self._worker_row(w, tasks, now) for w in workers.values()],
+            # questions a worker waits on (`mavps answer ID TEXT`), oldest first
+            "questions": [{"id": t.id, "description": t.description, "asked_by": q.get("asked_by"),
+                           "asked_at": q.get("asked_at"), "text": q.get("text")}
+                          for t in tasks if (q := t.pending_question()) is not None],
             "recent": recent,
         }
 

@@ -223,6 +223,9 @@ def board_text(board: dict[str, Any]) -> str:
     for t in board.get("in_progress", []):
         out.append(f"in progress: #{t['id']} {literal(t['description'][:80])} (held by {literal(t['claimed_by'])}, "
                    f"lease left {t['lease_left']}s)")
+    for q in board.get("questions", []):
+        out.append(f"question: #{q['id']} from {literal(q.get('asked_by'))}: {literal(str(q.get('text'))[:160])} "
+                   f"(reply: mavps answer {q['id']} \"...\")")
     for t in board.get("failed", []):
         out.append(f"failed: #{t['id']} {literal(t['description'][:80])}: {literal((t.get('error') or '')[:160])}")
     workers = board.get("workers", [])

@@ -274,8 +274,9 @@ def board_line(b: dict[str, Any]) -> str:
     running = ", ".join(f"#{t['id']} {literal(t['claimed_by'] or '?')}" for t in b["in_progress"]) or "-"
     online = sum(1 for w in b["workers"] if w["online"])
     blocked = ids([t["id"] for t in b["blocked"]]) or "-"
+    asking = ids([q["id"] for q in b.get("questions", [])]) or "-"
     return (f"{counts} | ready {ids(b['ready']) or '-'} | running {running} | blocked {blocked}"
-            f" | workers {online}/{len(b['workers'])} online")
+            f" | questions {asking} | workers {online}/{len(b['workers'])} online")
 
 
 def watch_lines(fetch: Callable[[], dict[str, Any]], interval: float, max_seconds: float | None,

@@ -95,9 +95,14 @@ def board_renderable(b: dict[str, Any]) -> Group:
             t.add_column(col)
         for r in b["in_progress"]:
             left = r.get("lease_left")
-            t.add_row(cell(r["id"]), cell(r["description"]), cell(r.get("claimed_by")), cell(r.get("attempts", "")),
+            asking = " (waiting for an answer)" if r.get("waiting_for_answer") else ""
+            t.add_row(cell(r["id"]), cell(r["description"]), cell(f"{literal(r.get('claimed_by'))}{asking}"),
+                      cell(r.get("attempts", "")),
                       "?" if left is None else Text(f"{left}s", style="red" if left < 60 else ""))
         parts.append(t)
+    for q in b.get("questions", []):
+        parts.append(cell(f"question on #{literal(q['id'])} from {literal(q.get('asked_by'))}: "
+                          f"{literal(q.get('text'))}  (answer: mavps answer {literal(q['id'])} \"...\")", "magenta"))
     if b["ready"]:
         parts.append(cell("ready: " + ", ".join(f"#{literal(i)}" for i in b["ready"]), "yellow"))
     for f in b.get("failed", []):
