@@ -152,3 +152,44 @@ def test_no_answer_within_hook_wait_blocks_with_keep_waiting(ws, target, tmp_pat
     assert "end your turn" in answer.reason
     session = json.loads((tmp_path / "st.json").read_text())["sess-1"]
     assert session["blocks"] == 0  # it really waited: not a wasted turn
+
+
+# ----- the decision, pure ------------------------------------------------------------------------------------
+def _asked_task(answer: str | None = None) -> Task:
+    from test_hook_decide import stamp
+
+    q = {"asked_at": stamp(5), "asked_by": W, "text": "which port?", "answer": answer,
+         "answered_at": stamp(9) if answer else None, "answered_by": "coordinator" if answer else None}
+    return Task(1, description="t", status=TaskStatus.IN_PROGRESS, claimed_by=W, claimed_at=stamp(), attempts=1,
+                claim_token="tok", questions=[q])
+
+
+def test_decide_waits_for_the_answer_then_hands_it_over_once_and_guards_spinning():
+    from mavps.hooks.decide import ANSWER, ASKING, AWAIT_ANSWER, LET_GO, REMIND, View, decide
+    from test_hook_decide import LIMITS, FakeClock, fresh, worker
+
+    rec = worker(last_task_claimed="x")
+    d = decide(View(W, held=[_asked_task()], record=rec), fresh(), FakeClock(), LIMITS)
+    assert d.kind == AWAIT_ANSWER and d.wait == LIMITS.hook_wait and not d.block
+    waited = decide(View(W, held=[_asked_task()], record=rec, answer_waited=240), d.session, FakeClock(), LIMITS)
+    assert waited.kind == ASKING and waited.block and waited.session.blocks == 0  # a real wait is not wasted
+    session = waited.session
+    for n in range(1, LIMITS.max_blocks + 1):
+        spun = decide(View(W, held=[_asked_task()], record=rec, answer_waited=0.0), session, FakeClock(), LIMITS)
+        assert spun.kind == ASKING and spun.session.blocks == n
+        session = spun.session
+    assert decide(View(W, held=[_asked_task()], record=rec, answer_waited=0.0), session, FakeClock(),
+                  LIMITS).kind == LET_GO
+    got = decide(View(W, held=[_asked_task("8080")], record=rec, answer_waited=3), session, FakeClock(), LIMITS)
+    assert got.kind == ANSWER and "8080" in got.reason and got.session.blocks == 0
+    again = decide(View(W, held=[_asked_task("8080")], record=rec), got.session, FakeClock(), LIMITS)
+    assert again.kind == REMIND  # handed over once
+
+
+def test_an_answer_from_an_earlier_claim_is_not_handed_over():
+    from mavps.hooks.decide import REMIND, View, decide
+    from test_hook_decide import LIMITS, FakeClock, fresh, stamp, worker
+
+    task = _asked_task("8080")
+    task.claimed_at = stamp(60)  # claimed again after the question was asked
+    assert decide(View(W, held=[task], record=worker()), fresh(), FakeClock(), LIMITS).kind == REMIND
