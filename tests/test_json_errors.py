@@ -28,6 +28,7 @@ FAILING = {
     "get": ["get", "x.txt"], "ls": ["ls"], "plan apply": ["plan", "apply", "PLAN"],
     "task edit": ["task", "edit", "1", "--priority", "3"], "task release": ["task", "release", "1"],
     "wait": ["wait", "1", "--timeout", "1"],
+    "ask": ["ask", "1", "which?", "--worker", "w1"], "answer": ["answer", "1", "this"],
 }
 
 
