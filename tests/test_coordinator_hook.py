@@ -152,3 +152,14 @@ def test_through_the_hook_command(ws, target, tmp_path):
     ws.queue.cancel(1)
     proc = run_hook(env, stop_input(), "stop", "--role", "coordinator")
     assert proc.returncode == 0 and proc.stdout == ""
+
+
+def test_a_question_answered_before_the_coordinator_looked_is_not_news(ws, target, tmp_path, open_ws):
+    ws.queue.add("one", "x")
+    ws.queue.add("two", "x")
+    worker = open_ws("w1")
+    worker.queue.claim("w1")
+    worker.queue.ask(1, "w1", "which port?")
+    open_ws("a-person").queue.answer(1, "9090")
+    answer = coordinator_hook(stop_input(), config(target, hook_wait=0, idle_timeout=3600), opts(tmp_path))
+    assert answer.block and answer.reason.startswith("mavps: nothing new about your tasks"), answer.reason

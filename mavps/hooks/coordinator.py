@@ -86,9 +86,12 @@ def relevant(records: Sequence[dict[str, Any]], mine: set[int], tasks: Sequence[
     """Records about the coordinator's work: its tasks' endings and questions (not its own doings), and its
     workers going offline while holding its tasks."""
     holding = {t.claimed_by for t in tasks if t.id in mine and t.status is TaskStatus.IN_PROGRESS}
+    waiting = {(t.id, q.get("asked_at")) for t in tasks if (q := t.pending_question()) is not None}
     out = []
     for r in records:
         ev = r.get("event")
+        if ev == "question_asked" and (r.get("task_id"), r.get("timestamp")) not in waiting:
+            continue  # answered already (or its asker lost the task): nothing to do
         if ev in TASK_EVENTS and r.get("task_id") in mine and r.get("agent") != agent:
             out.append(r)
         elif ev == "worker_offline" and r.get("worker") in holding:
