@@ -163,3 +163,40 @@ def test_a_question_answered_before_the_coordinator_looked_is_not_news(ws, targe
     open_ws("a-person").queue.answer(1, "9090")
     answer = coordinator_hook(stop_input(), config(target, hook_wait=0, idle_timeout=3600), opts(tmp_path))
     assert answer.block and answer.reason.startswith("mavps: nothing new about your tasks"), answer.reason
+
+
+def test_completions_of_archived_tasks_are_counted_and_the_digest_stays_short(ws, target, tmp_path, open_ws,
+                                                                                monkeypatch):
+    """Finished tasks move to the archive: the hook finds them there (they are still the coordinator's)."""
+    import mavps.queue as queue_mod
+
+    monkeypatch.setattr(queue_mod, "KEEP_FINISHED", 3)
+    monkeypatch.setattr(queue_mod, "ARCHIVE_BATCH", 3)
+    n = 24
+    for i in range(n + 1):
+        ws.queue.add(f"t{i}", "x")
+    worker = open_ws("w1")
+    for i in range(1, n + 1):
+        worker.queue.claim("w1")
+        worker.queue.complete(i, "w1", result=f"r{i} " + "y" * 1000)
+    assert len((target.path / "task-archive.jsonl").read_text().splitlines()) >= n - 6
+    answer = coordinator_hook(stop_input(), config(target, hook_wait=0), opts(tmp_path))
+    assert answer.block
+    assert answer.reason.splitlines()[0] == (f"mavps: news about your tasks since you last looked: {n} completed; "
+                                             "1 of your tasks still in flight.")
+    assert f'#{n} completed by w1: "r{n} ' in answer.reason and f"{n - 5} older item(s) not shown" in answer.reason
+    assert len(answer.reason) < 2500
+
+
+def test_a_task_cancelled_while_its_worker_waits_for_an_answer_ends_the_wait(ws, target, tmp_path, open_ws):
+    from mavps.hooks import stop_hook
+
+    ws.queue.add("one", "x")
+    worker = open_ws("w1")
+    worker.queue.claim("w1")
+    worker.queue.ask(1, "w1", "which port?")
+    fake = FakeTime({2: lambda: ws.queue.cancel(1)})
+    cfg = config(target, worker_id="w1", hook_wait=60, idle_timeout=3600)
+    answer = stop_hook(stop_input(), cfg, opts(tmp_path, fake))
+    assert len(fake.sleeps) == 2 and answer.block and "was answered" not in answer.reason
+    assert answer.reason.startswith("mavps: no task for worker w1 yet")
