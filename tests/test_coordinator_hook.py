@@ -200,3 +200,41 @@ def test_a_task_cancelled_while_its_worker_waits_for_an_answer_ends_the_wait(ws,
     answer = stop_hook(stop_input(), cfg, opts(tmp_path, fake))
     assert len(fake.sleeps) == 2 and answer.block and "was answered" not in answer.reason
     assert answer.reason.startswith("mavps: no task for worker w1 yet")
+
+
+def test_wave_start_follows_overlapping_lives_back():
+    from mavps.hooks.coordinator import wave_start
+
+    def t(tid, created, completed=None):
+        status = TaskStatus.COMPLETED if completed else TaskStatus.PENDING
+        return mine(tid, status, created_at=created, completed_at=completed)
+
+    own = [t(1, "T01", "T02"), t(2, "T03", "T05"), t(3, "T04", "T07"), t(4, "T06")]
+    assert wave_start(own) == "T03"  # 4 runs since T06; 3 ended after it (from T04), 2 after T04 (from T03)
+    assert wave_start([t(1, "T01", "T02"), t(2, "T03", "T04")]) == "T03"  # all done: the newest task's
+    assert wave_start([]) == ""
+
+
+def test_session_start_marks_where_the_coordinators_news_begin(ws, target, tmp_path, open_ws):
+    from mavps.hooks import session_start_hook
+    from test_hook import start_input
+
+    ws.queue.add("old", "x")
+    worker = open_ws("w1")
+    worker.queue.claim("w1")
+    worker.queue.complete(1, "w1", result="before the session")
+    ws.queue.add("new", "x")
+    o = opts(tmp_path)
+    assert session_start_hook(start_input(), config(target), "coordinator", o).outcome == "context"
+    worker.queue.claim("w1")
+    worker.queue.complete(2, "w1", result="during the session")
+    answer = coordinator_hook(stop_input(), config(target, hook_wait=0), o)
+    assert answer.block and '#2 completed by w1: "during the session"' in answer.reason
+    assert "before the session" not in answer.reason
+    ws.queue.add("third", "x")
+    worker.queue.claim("w1")
+    worker.queue.complete(3, "w1", result="before the compaction")
+    session_start_hook(dict(start_input(), source="compact"), config(target), "coordinator", o)
+    answer = coordinator_hook(stop_input(), config(target, hook_wait=0), o)  # the session kept its place
+    assert answer.block and '#3 completed by w1: "before the compaction"' in answer.reason
+    assert "during the session" not in answer.reason

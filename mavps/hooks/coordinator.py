@@ -208,7 +208,31 @@ def _number(value: Any, default: float) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
 
 
+def wave_start(own: Sequence[Task]) -> str:
+    """When the coordinator's current wave of work began: the earliest creation among its tasks whose lives
+    (added .. finished) overlap, one after another, its unfinished ones, or else its newest task's."""
+    if not own:
+        return ""
+    start = min((t.created_at or "" for t in own if t.status not in FINISHED), default=max(t.created_at or ""
+                                                                                          for t in own))
+    while True:
+        earlier = [t.created_at or "" for t in own if (t.completed_at or "~") >= start and (t.created_at or "") < start]
+        if not earlier:
+            return start
+        start = min(earlier)
+
+
 # ----- I/O ---------------------------------------------------------------------------------------------
+def mark_start(ws: Any, state: SessionState, session_id: str, now: float) -> None:
+    """At SessionStart: the coordinator's news begin here (the log's size now), unless this session already
+    has a place in the log (a resumed or compacted session keeps it, so nothing is skipped)."""
+    st = ws.store.kinds([LOG_FILE])[LOG_FILE]
+    with state.edit() as sessions:
+        record = dict(sessions.get(session_id) or {})
+        if isinstance(record.get("log_offset"), int) or st is None:
+            return
+        record.update(log_offset=st.size, idle_from=now, updated=now)
+        sessions[session_id] = record
 def unread_messages(ws: Any, agent: str) -> list[Any]:
     """Messages to the coordinator not read yet, where the workspace has an inbox (else none)."""
     inbox = getattr(ws, "inbox", None)
@@ -253,10 +277,8 @@ class Watcher:
                     relevant(records, mine, self.tasks, self.agent), unread_messages(self.conn.ws, self.agent))
 
     def _since(self) -> str:
-        """The oldest of its unfinished tasks' creation, else its newest task's (say, the plan it applied)."""
-        own = [t.created_at or "" for t in self.tasks if t.created_by == self.agent]
-        flying = [t.created_at or "" for t in in_flight(self.tasks, self.agent)]
-        return min(flying) if flying else (max(own) if own else "")
+        """With no offset recorded at SessionStart: when its current wave of work began (`wave_start`)."""
+        return wave_start([t for t in self.tasks if t.created_by == self.agent])
 
     def _mine(self, records: Sequence[dict[str, Any]]) -> set[int]:
         """Ids of the coordinator's tasks, the archive read only when a record names a task the queue lacks."""
