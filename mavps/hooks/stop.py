@@ -120,7 +120,6 @@ class Probe:
             else:
                 self.look()
 
-
     def wait_for_answer(self, task_id: int, budget: float) -> View:
         """Poll lock-free with backoff for up to `budget` seconds until the question on `task_id` is answered
         (or the task is no longer the worker's), heartbeating every `heartbeat_every` so the lease is kept."""
