@@ -17,6 +17,7 @@ NO_RUNTIME_FAILURE = {"hook stop", "hook session-start", "doctor", "demo"}
 
 #: A command line for each command that fails at run time on a directory that is not a workspace.
 FAILING = {
+    "ask": ["ask", "1", "which?", "--worker", "w1"], "answer": ["answer", "1", "this"],
     "cat": ["cat", "x.txt"], "claim": ["claim", "--worker", "w1"], "cleanup": ["cleanup"],
     "complete": ["complete", "1", "--worker", "w1"], "edit": ["edit", "queue"],
     "fail": ["fail", "1", "--worker", "w1"], "init": None, "log": ["log", "hello"], "put": ["put", "x.txt"],
@@ -28,7 +29,6 @@ FAILING = {
     "get": ["get", "x.txt"], "ls": ["ls"], "plan apply": ["plan", "apply", "PLAN"],
     "task edit": ["task", "edit", "1", "--priority", "3"], "task release": ["task", "release", "1"],
     "wait": ["wait", "1", "--timeout", "1"],
-    "ask": ["ask", "1", "which?", "--worker", "w1"], "answer": ["answer", "1", "this"],
 }
 
 

@@ -21,11 +21,12 @@ imported inside the commands that need them, never here.
 """
 from __future__ import annotations
 
-from . import admin, files, logs, plan, questions, tasks, work, workers  # noqa: F401 - each registers its commands on `cli`
+from . import admin, files, logs, plan, tasks, work, workers  # noqa: F401 - each registers its commands on `cli`
 from .admin import EDIT_TTL, STATE_ALIASES
 from .app import MavpsGroup, cli, main
 from .hooks import LAZY_COMMANDS
 from .options import EXIT_NOTHING, State, common, die, emit, state
+from . import questions  # noqa: F401,E402 - registers ask and answer on `cli`
 
 __all__ = ["EDIT_TTL", "EXIT_NOTHING", "LAZY_COMMANDS", "STATE_ALIASES", "MavpsGroup", "State", "cli", "common",
            "die", "emit", "main", "state"]
