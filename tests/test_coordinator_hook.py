@@ -238,3 +238,13 @@ def test_session_start_marks_where_the_coordinators_news_begin(ws, target, tmp_p
     answer = coordinator_hook(stop_input(), config(target, hook_wait=0), o)  # the session kept its place
     assert answer.block and '#3 completed by w1: "before the compaction"' in answer.reason
     assert "during the session" not in answer.reason
+
+
+def test_runaway_guard_through_the_hook_and_drafts_are_not_in_flight(ws, target, tmp_path):
+    ws.queue.add("a draft", "x", hold=True)
+    cfg = config(target, hook_wait=0, idle_timeout=3600)
+    o = HookOptions(state_path=str(tmp_path / "st.json"), max_blocks=2)
+    assert coordinator_hook(stop_input(), cfg, o).outcome == "allow"  # only a draft: nothing in flight
+    ws.queue.add("real", "x")
+    outcomes = [coordinator_hook(stop_input(), cfg, o).outcome for _ in range(4)]
+    assert outcomes == ["block", "block", "allow", "block"]  # 2 blocks that could not wait, then let go; anew

@@ -72,8 +72,8 @@ class Verdict:
 
 # ----- pure: what is in flight, what is news, the digest, the decision --------------------------
 def in_flight(tasks: Sequence[Task], agent: str) -> list[Task]:
-    """The coordinator's unfinished tasks."""
-    return [t for t in tasks if t.created_by == agent and t.status not in FINISHED]
+    """The coordinator's unfinished tasks (not its held drafts: nobody works on those)."""
+    return [t for t in tasks if t.created_by == agent and t.status not in FINISHED and not t.held]
 
 
 def questions(tasks: Sequence[Task], agent: str) -> list[tuple[Task, dict[str, Any]]]:
