@@ -388,6 +388,7 @@ def _check_workspace(ws: Any, add: Callable[..., None]) -> None:
         "run `mavps reap` (any claim or heartbeat also returns them to the queue)")
     _check_blocked(ws, tasks, workers, add)
     _check_paths(ws, tasks, add)
+    _check_questions(tasks, add)
     if workers is None and WORKERS_FILE not in missing:
         add("workers", False, "worker-status.json cannot be read", "fix worker-status.json first (see above)")
         return
@@ -434,3 +435,12 @@ def _check_blocked(ws: Any, tasks: list, workers: dict | None, add: Callable[...
     add("blocked tasks", True, "none" if not stuck else
         f"warning: {len(stuck)} pending task(s) will not run until someone acts: "
         + "; ".join(f"#{tid} {why}" for tid, why in stuck))
+
+
+def _check_questions(tasks: list, add: Callable[..., None]) -> None:
+    """Questions a worker waits on (it holds its task meanwhile): a warning, listed with how to answer."""
+    waiting = [(t, q) for t in tasks if (q := t.pending_question()) is not None]
+    add("questions", True, "none unanswered" if not waiting else
+        f"warning: {len(waiting)} unanswered question(s), each holding a worker: "
+        + "; ".join(f"#{t.id} from {q.get('asked_by')}: {str(q.get('text'))[:120]} "
+                    f"(answer with `mavps answer {t.id} \"...\"`)" for t, q in waiting))

@@ -34,11 +34,20 @@ def hook() -> None:
 
 
 @hook.command("stop", epilog=EPILOG_STOP)
-def stop() -> None:
-    """The worker Stop hook: hand over the next task, wait for one, or let the agent stop."""
-    from .hooks import options, stop as stop_loop
+@click.option("--role", type=click.Choice(["worker", "coordinator"]), default="worker", show_default=True,
+              help="coordinator: wait for news about the tasks it added and report them (hooks/coordinator.py).")
+def stop(role: str) -> None:
+    """The Stop hook: a worker gets its next task (or waits for one); a coordinator gets news of its tasks."""
+    from .hooks import options
 
     opts = options.HookOptions.from_env()
+    if role == "coordinator":
+        from .hooks import coordinator
+
+        _run("stop", lambda data, cfg: coordinator.coordinator_hook(data, cfg, opts), "Stop")
+        return
+    from .hooks import stop as stop_loop
+
     _run("stop", lambda data, cfg: stop_loop.stop_hook(data, cfg, opts), "Stop")
 
 

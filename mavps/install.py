@@ -4,11 +4,12 @@ What it writes into `.claude/settings.json` (or `settings.local.json`):
 
 - `hooks.SessionStart`: `mavps hook session-start --role ROLE` (timeout 60 s),
   for every session source, so the context comes back after a compaction;
-- `hooks.Stop` (workers only): `mavps hook stop` (timeout 600 s);
+- `hooks.Stop`: `mavps hook stop` for a worker, `mavps hook stop --role coordinator`
+  for a coordinator (news of the tasks it added; hooks/coordinator.py) (timeout 600 s);
 - `hooks.PreToolUse` (workers only, matcher `Edit|Write|MultiEdit|NotebookEdit`): `mavps hook pre-tool-use`
   (timeout 10 s), the path guard (hooks/pre_tool_use.py);
-- `env` (workers): `CLAUDE_CODE_STOP_HOOK_BLOCK_CAP` raised to 100 (never
-  lowered), so a worker can chain tasks through its Stop hook; and
+- `env`: `CLAUDE_CODE_STOP_HOOK_BLOCK_CAP` raised to 100 (never lowered), so a
+  worker can chain tasks (and a coordinator digests) through its Stop hook; and
   `MAVPS_WORKER_ID`, `MAVPS_WORKSPACE`, `MAVPS_CAPABILITIES` when given;
 - `permissions.allow`: `Bash(mavps:*)`, so the agent may run the `mavps`
   commands its hooks tell it to run, even in `-p` mode (in Claude Code 2.1 an
@@ -18,7 +19,7 @@ What it writes into `.claude/settings.json` (or `settings.local.json`):
 
 Everything else in the file is kept. An entry is recognised as mavps's by its
 command, so running it again changes nothing, and switching a project to the
-coordinator role removes the worker's Stop hook. The file is replaced
+other role replaces its Stop hook. The file is replaced
 atomically; an unreadable file is refused, never overwritten.
 """
 from __future__ import annotations
@@ -49,7 +50,7 @@ _OURS = {
 
 def hook_command(kind: str, role: str, use_python: bool = False) -> str:
     """The command line written into the settings for one hook."""
-    suffix = f" --role {role}" if kind == "session-start" else ""
+    suffix = f" --role {role}" if kind == "session-start" or (kind == "stop" and role == "coordinator") else ""
     if use_python:
         return f"\"{sys.executable}\" -m mavps.hookcli {kind}{suffix}"
     return f"mavps hook {kind}{suffix}"
@@ -194,26 +195,25 @@ def merge(data: dict[str, Any], role: str, *, worker: str | None = None, workspa
 
 
 def _merge_hooks(hooks: dict[str, Any], role: str, use_python: bool, changes: list[str], path: str) -> None:
-    """SessionStart for every role; Stop for a worker only (removed for a coordinator)."""
+    """SessionStart and Stop for every role (the coordinator's Stop hook reports news of its tasks)."""
     _merge_hook(hooks, "SessionStart", "session-start",
                 {"type": "command", "command": hook_command("session-start", role, use_python),
                  "timeout": SESSION_START_TIMEOUT}, SESSION_SOURCES, changes, path)
+    _merge_hook(hooks, "Stop", "stop",
+                {"type": "command", "command": hook_command("stop", role, use_python),
+                 "timeout": STOP_HOOK_TIMEOUT}, None, changes, path)
     if role == "worker":
-        _merge_hook(hooks, "Stop", "stop",
-                    {"type": "command", "command": hook_command("stop", role, use_python),
-                     "timeout": STOP_HOOK_TIMEOUT}, None, changes, path)
         _merge_hook(hooks, "PreToolUse", "pre-tool-use",
                     {"type": "command", "command": hook_command("pre-tool-use", role, use_python),
                      "timeout": PRE_TOOL_USE_TIMEOUT}, GUARD_MATCHER, changes, path)
     else:
-        _remove_hook(hooks, "Stop", "stop", changes)
         _remove_hook(hooks, "PreToolUse", "pre-tool-use", changes)
 
 
 def _merge_env(env: dict[str, Any], role: str, block_cap: int | None, values: dict[str, str | None],
                changes: list[str]) -> None:
     """The block cap for a worker (raised, never lowered unless given), and the MAVPS_* values given."""
-    if role == "worker":
+    if role in ROLES:  # the coordinator's Stop hook blocks once per digest too
         key = "CLAUDE_CODE_STOP_HOOK_BLOCK_CAP"
         try:
             current = int(str(env.get(key, "0")))

@@ -438,8 +438,30 @@ class Queue:
 
         return self._as_holder(task_id, worker, token, apply)
 
+    def ask(self, task_id: int | str, worker: str, text: str, token: str | None = None) -> Task:
+        """The holder asks the coordinator a question; the task waits for an answer, its lease renewed."""
+        text = validate.text(text, "question", MAX_RESULT, allow_empty=False)
+
+        def apply(txn: Txn, task: Task, worker: str) -> None:
+            task.ask(worker, text, txn.now, self.settings.lease_ttl)
+            txn.log.append(event(txn, worker, "question_asked", f"{worker} asks on task #{task.id}: {text[:500]}",
+                                 task, question=text[:2000]))
+
+        return self._as_holder(task_id, worker, token, apply, finishes=False)
+
+    def answer(self, task_id: int | str, text: str, agent: str | None = None) -> Task:
+        """Answer the question the task's holder is waiting on (the coordinator, or a person)."""
+        text = validate.text(text, "answer", MAX_RESULT, allow_empty=False)
+
+        def apply(txn: Txn, task: Task, agent: str) -> None:
+            asked = task.answer(text, agent, txn.now)
+            txn.log.append(event(txn, agent, "question_answered", f"{agent} answered {asked.get('asked_by')} on "
+                                 f"task #{task.id}: {text[:500]}", task, answer=text[:2000]))
+
+        return self._as_coordinator(task_id, agent, apply)
+
     def _as_holder(self, task_id: int | str, worker: str, token: str | None, apply: Apply,
-                   repeat: Callable[[Task, str, str | None], bool] | None = None) -> Task:
+                   repeat: Callable[[Task, str, str | None], bool] | None = None, finishes: bool = True) -> Task:
         """One transaction for a verb only the task's holder may use (everyone else is fenced)."""
         tid = validate.task_id(task_id)
         worker = validate.worker_id(worker)
@@ -453,7 +475,10 @@ class Queue:
             self._reap(txn, tasks, spare=[tid])
             w = ensure_worker(txn, workers, worker, None)
             apply(txn, task, worker)
-            w.finished(task, txn.now)
+            if finishes:
+                w.finished(task, txn.now)
+            else:
+                w.holds(task, txn.now)
             self._save(txn, tasks, workers)
             return task
 

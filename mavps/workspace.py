@@ -156,7 +156,8 @@ class Workspace:
                 left = t.lease_left(now)
                 running.append({"id": t.id, "description": t.description, "claimed_by": t.claimed_by,
                                 "claimed_at": t.claimed_at, "attempts": t.attempts,
-                                "lease_left": None if left is None else round(left)})
+                                "lease_left": None if left is None else round(left),
+                                "waiting_for_answer": t.pending_question() is not None})
         index = self.queue.dependency_index(tasks)  # reads the archive only when a dependency is not in the queue
         caps = known_capabilities(workers)
         found = load_reservations(parse_json(RES_FILE, raw[RES_FILE]) if RES_FILE in raw else None)
@@ -177,6 +178,10 @@ class Workspace:
             "reservations": [{"id": r.id, "globs": r.globs, "by": r.by, "until": r.expires_at, "reason": r.reason}
                              for r in found if r.live(now)],
             "workers": [self._worker_row(w, tasks, now) for w in workers.values()],
+            # questions a worker waits on (`mavps answer ID TEXT`), oldest first
+            "questions": [{"id": t.id, "description": t.description, "asked_by": q.get("asked_by"),
+                           "asked_at": q.get("asked_at"), "text": q.get("text")}
+                          for t in tasks if (q := t.pending_question()) is not None],
             "recent": recent,
         }
 

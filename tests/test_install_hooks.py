@@ -94,14 +94,18 @@ def test_updates_its_own_entry_in_place(tmp_path):
     assert "no worker id" in result.output
 
 
-def test_coordinator_has_no_stop_hook_and_switching_removes_it(tmp_path):
+def test_coordinator_gets_its_own_stop_hook_and_switching_replaces_the_workers(tmp_path):
     assert install(tmp_path, "--role", "worker", "--worker", "w").exit_code == 0
     result = install(tmp_path, "--role", "coordinator")
     assert result.exit_code == 0, result.output
     data = settings(tmp_path)
-    assert "Stop" not in data["hooks"]
+    assert commands(data, "Stop") == ["mavps hook stop --role coordinator"]
+    assert data["hooks"]["Stop"][0]["hooks"][0]["timeout"] == 600
     assert commands(data, "SessionStart") == ["mavps hook session-start --role coordinator"]
-    assert "- hooks.Stop: removed 'mavps hook stop'" in result.output
+    assert "~ hooks.Stop: 'mavps hook stop' -> 'mavps hook stop --role coordinator'" in result.output
+    assert install(tmp_path, "--role", "coordinator").output.endswith("already up to date, nothing changed\n")
+    assert install(tmp_path, "--role", "worker").exit_code == 0
+    assert commands(settings(tmp_path), "Stop") == ["mavps hook stop"]
 
 
 def test_local_settings_file(tmp_path):

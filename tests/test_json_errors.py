@@ -17,6 +17,7 @@ NO_RUNTIME_FAILURE = {"hook stop", "hook session-start", "hook pre-tool-use", "d
 
 #: A command line for each command that fails at run time on a directory that is not a workspace.
 FAILING = {
+    "ask": ["ask", "1", "which?", "--worker", "w1"], "answer": ["answer", "1", "this"],
     "cat": ["cat", "x.txt"], "claim": ["claim", "--worker", "w1"], "cleanup": ["cleanup"],
     "complete": ["complete", "1", "--worker", "w1"], "edit": ["edit", "queue"],
     "fail": ["fail", "1", "--worker", "w1"], "init": None, "log": ["log", "hello"], "put": ["put", "x.txt"],

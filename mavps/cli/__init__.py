@@ -10,6 +10,7 @@ mavps.render.
     plan.py     plan apply
     work.py     claim, complete, fail, release, reap
     reservations.py  reserve, reservations, unreserve
+    questions.py  ask, answer
     workers.py  worker register/heartbeat/list/remove
     logs.py     log (append, read, follow)
     files.py    cat, put, ls, get
@@ -28,6 +29,7 @@ from . import (  # noqa: F401 - each registers its commands on `cli`
     files,
     logs,
     plan,
+    questions,
     reservations,
     tasks,
     work,

@@ -144,7 +144,8 @@ def task_show(task_id: str) -> None:
     q = state().workspace().queue
     t = q.get(task_id)
     text, problem = q.read_instructions(t)
-    emit({**task_out(t, text), "instructions_error": problem, "blocked_reason": q.blocked_reason(t)}, plain.task_shown)
+    emit({**task_out(t, text), "instructions_error": problem, "blocked_reason": q.blocked_reason(t),
+          "waiting_for_answer": t.pending_question() is not None}, plain.task_shown)
 
 
 @task.command("cancel", epilog="Example: mavps task cancel 7")

@@ -7,6 +7,7 @@
     texts.py          every text shown to a model or a person
     decide.py         decide(view, session, clock, limits) -> Decision: pure, no I/O
     stop.py           the Stop hook's thin I/O loop around decide()
+    coordinator.py    the coordinator's Stop hook: news of the tasks it added, as a short digest
     session_start.py  the SessionStart hook
 
 `mavps.hookcli` is the click layer; `hooks/*.py` at the top of the repository

@@ -6,6 +6,7 @@ what the Stop hook counts idle time from, not a registration long ago.
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any, Callable, Mapping
 
 from ..config import Config
@@ -47,7 +48,12 @@ def _visit(role: str, config: Config, opts: HookOptions, open_workspace: Callabl
     try:
         ws = open_workspace(config=bounded(config), agent=config.worker_id or config.agent or "coordinator")
         if role != "worker":
-            return ws.location, ws.board(), None, ""
+            board = ws.board()
+            with contextlib.suppress(MavpsError, OSError):  # where the coordinator's Stop hook reads news from
+                from .coordinator import mark_start
+
+                mark_start(ws, SessionState(opts.state_path), session_id, time.time())
+            return ws.location, board, None, ""
         assert config.worker_id
         w = ws.workers.register(config.worker_id, list(config.capabilities))
         with contextlib.suppress(OSError):

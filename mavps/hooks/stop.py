@@ -29,7 +29,7 @@ from ..retry import Retrying
 from ..codec import parse_json
 from ..timeutil import after, iso, parse
 from . import texts
-from .decide import HAND_OVER, WAIT, Decision, Limits, View, decide
+from .decide import AWAIT_ANSWER, HAND_OVER, WAIT, Decision, Limits, View, decide
 from .options import HookOptions, bounded
 from .protocol import HookAnswer
 from .session import SessionRecord, SessionState
@@ -123,6 +123,29 @@ class Probe:
             else:
                 self.look()
 
+    def wait_for_answer(self, task_id: int, budget: float) -> View:
+        """Poll lock-free with backoff for up to `budget` seconds until the question on `task_id` is answered
+        (or the task is no longer the worker's), heartbeating every `heartbeat_every` so the lease is kept."""
+        opts, mono = self.opts, self.opts.monotonic
+        started = last_beat = mono()
+        pause = opts.poll_start
+        while True:
+            waited = mono() - started
+            held = [t for t in self.tasks if t.held_by(self.worker)]
+            task = next((t for t in held if t.id == task_id), None)
+            if task is None:  # cancelled, or its lease ran out: no answer is coming for this worker
+                return View(self.worker, held=held, record=self.record, waited=waited, answer_waited=waited)
+            left = budget - waited
+            if task.pending_question() is None or left <= 0:
+                return View(self.worker, held=held, record=self.record, answer_waited=waited)
+            opts.sleep(min(pause, left))
+            pause = min(pause * 1.5, opts.poll_max)
+            if mono() - last_beat >= opts.heartbeat_every:
+                self.heartbeat()  # renews the lease; brings the queue back
+                last_beat = mono()
+            else:
+                self.look()
+
 
 def stop_hook(input: Mapping[str, Any], config: Config, options: HookOptions | None = None,
               open_workspace: Callable[..., Any] | None = None) -> HookAnswer:
@@ -164,6 +187,9 @@ def _decide(probe: Probe, session: SessionRecord, limits: Limits) -> Decision:
     decision = decide(probe.begin(), session, probe, limits)
     if decision.kind == WAIT:
         view = probe.wait_for_work(decision.wait)
+        decision = decide(view, decision.session or session, probe, limits)
+    elif decision.kind == AWAIT_ANSWER and decision.task is not None:
+        view = probe.wait_for_answer(decision.task.id, decision.wait)
         decision = decide(view, decision.session or session, probe, limits)
     return decision
 

@@ -33,9 +33,33 @@ def one_task(verb: str) -> Callable[[dict], None]:
     return human
 
 
+def asked(t: dict) -> None:
+    """`ask`: the question is recorded; what the asker does next."""
+    click.echo(f"Asked on task #{t['id']}: waiting for an answer. End your turn now: the Stop hook keeps your "
+               "lease and hands you the answer when it comes.")
+
+
+def answered(t: dict) -> None:
+    """`answer`: the answer is recorded for the asker."""
+    q = (t.get("questions") or [{}])[-1]
+    click.echo(f"Answered {literal(q.get('asked_by'))} on task #{t['id']}: its Stop hook hands the answer over.")
+
+
+def questions(t: dict) -> None:
+    """A task's questions and their answers (`task show`)."""
+    for q in t.get("questions") or []:
+        click.echo(f"question from {literal(q.get('asked_by'))} at {literal(q.get('asked_at'))}: "
+                   f"{literal(q.get('text'))}")
+        if q.get("answer") is None:
+            click.echo(f"  waiting for an answer: mavps answer {t['id']} \"TEXT\"")
+        else:
+            click.echo(f"  answer from {literal(q.get('answered_by'))}: {literal(q.get('answer'))}")
+
+
 def task_shown(d: dict) -> None:
     """`task show`: the task, its instructions, and why it cannot be read or claimed."""
     tables.task_detail(d)
+    questions(d)
     for key, label in (("instructions_error", "the instructions could not be read"), ("blocked_reason", "why")):
         if d[key]:
             click.echo(f"{label}: {literal(d[key])}")
@@ -276,8 +300,9 @@ def board_line(b: dict[str, Any]) -> str:
     running = ", ".join(f"#{t['id']} {literal(t['claimed_by'] or '?')}" for t in b["in_progress"]) or "-"
     online = sum(1 for w in b["workers"] if w["online"])
     blocked = ids([t["id"] for t in b["blocked"]]) or "-"
+    asking = ids([q["id"] for q in b.get("questions", [])]) or "-"
     return (f"{counts} | ready {ids(b['ready']) or '-'} | running {running} | blocked {blocked}"
-            f" | workers {online}/{len(b['workers'])} online")
+            f" | questions {asking} | workers {online}/{len(b['workers'])} online")
 
 
 def watch_lines(fetch: Callable[[], dict[str, Any]], interval: float, max_seconds: float | None,
