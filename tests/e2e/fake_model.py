@@ -16,7 +16,8 @@ scripted conversation.  Every request is recorded for assertions.
 in order; then the turn ends with ``Text("done")`` (``"nothing to do"`` if
 there were no RUN lines).  A ``WRITE: <path> <text>`` line (path relative to the
 session's working directory) becomes a ``Read`` then a ``Write`` of that file,
-as a model must do to replace a file it has not read.  Its state comes only
+as a model must do to replace a file it has not read; a line ``END TURN``
+ends the turn there (the lines after it are not run).  Its state comes only
 from the conversation.
 """
 
@@ -116,7 +117,7 @@ def is_main_request(body: dict[str, Any]) -> bool:
 
 _REMINDER = re.compile(r"<system-reminder>.*?</system-reminder>", re.DOTALL)
 _RUN_LINE = re.compile(r"^[ \t]*RUN:[ \t]*(\S.*?)[ \t]*$", re.MULTILINE)
-_STEP_LINE = re.compile(r"^[ \t]*(RUN|WRITE):[ \t]*(\S.*?)[ \t]*$", re.MULTILINE)
+_STEP_LINE = re.compile(r"^[ \t]*(?:(RUN|WRITE):[ \t]*(\S.*?)|(END TURN))[ \t]*$", re.MULTILINE)
 _CWD = re.compile(r"Working directory: (/\S+)")
 
 
@@ -174,9 +175,11 @@ def working_directory(request: dict[str, Any]) -> str | None:
 
 
 def steps(text: str, cwd: str | None) -> list[Action]:
-    """The tool calls the instruction's RUN and WRITE lines ask for, in order."""
+    """The tool calls the instruction's RUN and WRITE lines ask for, in order, up to a line `END TURN`."""
     out: list[Action] = []
     for m in _STEP_LINE.finditer(text):
+        if m.group(3):
+            break
         if m.group(1) == "RUN":
             out.append(Bash(m.group(2)))
             continue
