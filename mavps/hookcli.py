@@ -93,13 +93,17 @@ def pre_tool_use() -> None:
               help="Write .claude/settings.local.json (not committed) instead of .claude/settings.json.")
 @click.option("--allow-bash", is_flag=True,
               help="Also allow every Bash command (permissions.allow \"Bash\"), not only `mavps ...`.")
+@click.option("--allow-edits", is_flag=True,
+              help="Also allow the file-editing tools (Edit, Write, MultiEdit, NotebookEdit) without asking: a "
+                   "headless worker needs them; the path guard keeps them to the held task's touches.")
 @click.option("--python", "use_python", is_flag=True,
               help="Run the hooks as \"<this python>\" -m mavps.hookcli instead of `mavps` from PATH.")
 @click.option("--block-cap", type=click.IntRange(1, 100000), default=None,
               help="CLAUDE_CODE_STOP_HOOK_BLOCK_CAP for workers (default 100).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as one JSON document on stdout.")
 def install_hooks(role: str, project: str, worker: str | None, workspace: str | None, capabilities: tuple[str, ...],
-                  local: bool, allow_bash: bool, use_python: bool, block_cap: int | None, as_json: bool) -> None:
+                  local: bool, allow_bash: bool, allow_edits: bool, use_python: bool, block_cap: int | None,
+                  as_json: bool) -> None:
     """Write mavps's hooks into the project's Claude Code settings (merged, idempotent).
 
     \b
@@ -117,7 +121,8 @@ def install_hooks(role: str, project: str, worker: str | None, workspace: str | 
         state().json = True
     try:
         report = install.install(project, role, worker=worker, workspace=workspace, capabilities=list(capabilities),
-                                 local=local, allow_bash=allow_bash, use_python=use_python, block_cap=block_cap)
+                                 local=local, allow_bash=allow_bash, allow_edits=allow_edits, use_python=use_python,
+                                 block_cap=block_cap)
     except (MavpsError, OSError, ValueError) as exc:
         die(str(exc))
     if state().json:

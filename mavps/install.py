@@ -15,7 +15,9 @@ What it writes into `.claude/settings.json` (or `settings.local.json`):
   commands its hooks tell it to run, even in `-p` mode (in Claude Code 2.1 an
   `allowedTools` list in ~/.claude.json did not let file-writing commands
   run; `permissions.allow` in the settings does). `--allow-bash` adds the
-  broad `"Bash"` rule for agents that must run anything their tasks ask.
+  broad `"Bash"` rule for agents that must run anything their tasks ask, and
+  `--allow-edits` the file-editing tools (`EDIT_RULES`) for a headless worker
+  (the path guard keeps its edits within the held task's touches).
 
 Everything else in the file is kept. An entry is recognised as mavps's by its
 command, so running it again changes nothing, and switching a project to the
@@ -40,6 +42,8 @@ from .localfile import atomic_write, locked
 ROLES = ("worker", "coordinator")
 DEFAULT_BLOCK_CAP = 100
 MAVPS_RULE = "Bash(mavps:*)"
+#: What `--allow-edits` allows: the tools the path guard (PreToolUse) watches.
+EDIT_RULES = ("Edit", "Write", "MultiEdit", "NotebookEdit")
 SESSION_SOURCES = "startup|resume|clear|compact"
 _OURS = {
     "stop": re.compile(r"(mavps hook stop|mavps\.hookcli stop|hooks/stop\.py)\b"),
@@ -164,7 +168,7 @@ def _set_env(env: dict[str, Any], key: str, value: str, changes: list[str]) -> N
 
 def merge(data: dict[str, Any], role: str, *, worker: str | None = None, workspace: str | None = None,
           capabilities: Sequence[str] = (), allow_bash: bool = False, use_python: bool = False,
-          block_cap: int | None = None, path: str = "settings.json") -> list[str]:
+          block_cap: int | None = None, path: str = "settings.json", allow_edits: bool = False) -> list[str]:
     """Change `data` (a parsed settings file) in place; returns the changes, one line each."""
     from . import validate
     from .transport import parse_url
@@ -187,7 +191,7 @@ def merge(data: dict[str, Any], role: str, *, worker: str | None = None, workspa
     allow = perms.setdefault("allow", [])
     if not isinstance(allow, list):
         raise InvalidInput(f"{path}: permissions.allow must be a list; it was not changed")
-    for rule in [MAVPS_RULE] + (["Bash"] if allow_bash else []):
+    for rule in [MAVPS_RULE] + (["Bash"] if allow_bash else []) + (list(EDIT_RULES) if allow_edits else []):
         if rule not in allow:
             allow.append(rule)
             changes.append(f"+ permissions.allow: {rule!r}")
@@ -228,7 +232,7 @@ def _merge_env(env: dict[str, Any], role: str, block_cap: int | None, values: di
 
 def install(project: str, role: str, *, worker: str | None = None, workspace: str | None = None,
             capabilities: Sequence[str] = (), local: bool = False, allow_bash: bool = False,
-            use_python: bool = False, block_cap: int | None = None) -> InstallReport:
+            use_python: bool = False, block_cap: int | None = None, allow_edits: bool = False) -> InstallReport:
     """Merge mavps's hooks into the project's settings file and write it if anything changed."""
     if not os.path.isdir(project):
         raise InvalidInput(f"project directory {project} does not exist")
@@ -237,7 +241,8 @@ def install(project: str, role: str, *, worker: str | None = None, workspace: st
     with locked(os.path.abspath(project)):  # two installers at once: neither loses the other's change
         data = read_settings(path)
         report.changes = merge(data, role, worker=worker, workspace=workspace, capabilities=capabilities,
-                               allow_bash=allow_bash, use_python=use_python, block_cap=block_cap, path=path)
+                               allow_bash=allow_bash, use_python=use_python, block_cap=block_cap, path=path,
+                               allow_edits=allow_edits)
         if report.changes:
             write_settings(path, data)
     if not use_python and shutil.which("mavps") is None:

@@ -211,3 +211,14 @@ def test_hook_session_file_is_private(tmp_path):
     assert state.get("s1")["blocks"] == 1
     state.put("s1", None)
     assert state.get("s1") == {}
+
+
+def test_allow_edits_allows_the_tools_the_path_guard_watches(tmp_path):
+    assert install(tmp_path, "--role", "worker", "--worker", "w").exit_code == 0
+    assert settings(tmp_path)["permissions"]["allow"] == ["Bash(mavps:*)"]  # not without asking
+    result = install(tmp_path, "--role", "worker", "--worker", "w", "--allow-edits")
+    assert result.exit_code == 0, result.output
+    assert settings(tmp_path)["permissions"]["allow"] == ["Bash(mavps:*)", "Edit", "Write", "MultiEdit",
+                                                          "NotebookEdit"]
+    guard = settings(tmp_path)["hooks"]["PreToolUse"][0]
+    assert set(guard["matcher"].split("|")) == {"Edit", "Write", "MultiEdit", "NotebookEdit"}
