@@ -221,7 +221,9 @@ def hostile_snapshot() -> dict[str, Any]:
             "workers": [{"id": h, "status": h, "online": True, "capabilities": [h], "current_task": 1,
                          "last_heartbeat": h} for h in HOSTILE],
             "recent": [{"timestamp": h, "agent": h, "event": h, "task_id": h, "message": h} for h in HOSTILE],
-            "tasks": tasks, "log": log}
+            "tasks": tasks, "log": log,
+            "questions": [{"id": 3, "asked_by": h, "text": h} for h in HOSTILE[:1]],
+            "reservations": [{"globs": [h], "by": h, "until": h, "reason": h} for h in HOSTILE]}
 
 
 def test_hostile_text_everywhere_makes_no_element():
@@ -439,3 +441,17 @@ def test_a_node_says_what_its_task_needs_touches_and_waits_for():
     node = page.split('data-task-id="2"', 1)[1].split("</g>", 1)[0]
     assert "needs docs · touches src/*.py" in node and "waits for #1" in node
     assert "attempt 2 of 3" in page.split('data-task-id="1"', 1)[1].split("</g>", 1)[0]
+
+
+def test_a_question_and_a_reservation_show_on_the_page():
+    snap = {"time": "2026-01-01T00:00:00Z", "waiting": [{"id": 2, "reason": "waits for src/** reserved by ann"}],
+            "questions": [{"id": 1, "asked_by": "w1", "text": "Which port?"}],
+            "reservations": [{"globs": ["src/**"], "by": "ann", "until": "2026-01-01T01:00:00Z", "reason": "hotfix"}],
+            "tasks": [{"id": 1, "status": "in_progress", "claimed_by": "w1"},
+                      {"id": 2, "status": "pending", "touches": ["src/a.py"]}]}
+    page = board_html.page(snap)
+    assert "waits for an answer: Which port?" in page.split('data-task-id="1"', 1)[1].split("</g>", 1)[0]
+    assert "reserved by ann" in page.split('data-task-id="2"', 1)[1].split("</g>", 1)[0]
+    table = page.split('<table id="reservations">', 1)[1].split("</table>", 1)[0]
+    assert "src/**" in table and "ann" in table and "hotfix" in table
+    assert 'id="reservations"' not in board_html.page({**snap, "reservations": []})

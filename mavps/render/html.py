@@ -68,6 +68,7 @@ def page(snap: dict[str, Any], refresh: float | None = None) -> str:
     now = parse(snap.get("time")) or utcnow()
     tasks = snap.get("tasks", [])
     reasons = {r["id"]: r["reason"] for r in [*snap.get("blocked", []), *snap.get("waiting", [])]}
+    reasons.update({q["id"]: f"waits for an answer: {literal(q.get('text'))}" for q in snap.get("questions", [])})
     stuck = {r["id"] for r in snap.get("blocked", [])}
     reload = f'<meta http-equiv="refresh" content="{max(1, round(refresh))}">' if refresh else ""
     workers = [w["id"] for w in snap.get("workers", [])]
@@ -81,6 +82,7 @@ def page(snap: dict[str, Any], refresh: float | None = None) -> str:
         "<h2>Tasks and dependencies</h2>", graph(tasks, reasons, stuck),
         "<h2>Timeline</h2>", timeline_svg(timeline(snap.get("log", []), now, workers)),
         "<h2>Workers</h2>", workers_table(snap.get("workers", []), tasks, now),
+        reservations_table(snap.get("reservations", [])),
         "<h2>Newest log records</h2>", log_table(snap.get("recent", [])),
         "<h2>Every task</h2>", task_table(tasks, reasons, stuck),
         "</body></html>",
@@ -256,6 +258,16 @@ def workers_table(workers: list[dict[str, Any]], tasks: list[dict[str, Any]], no
                     f'<td>{esc(_age(w.get("last_heartbeat"), now))}</td>'
                     f'<td>{"" if current is None else "#" + esc(current)}</td><td>{done.get(w["id"], 0)}</td></tr>')
     return _table(["worker", "status", "capabilities", "heartbeat", "current task", "tasks done"], rows, "workers")
+
+
+def reservations_table(reservations: list[dict[str, Any]]) -> str:
+    """Paths held by hand (`mavps reserve`): tasks touching them wait. Nothing when there are none."""
+    if not reservations:
+        return ""
+    rows = [f"<tr><td>{esc(', '.join(literal(g) for g in r.get('globs') or []))}</td><td>{esc(r.get('by'))}</td>"
+            f"<td>{esc(r.get('until'))}</td><td class=\"msg\">{esc(r.get('reason'), 500)}</td></tr>"
+            for r in reservations]
+    return "<h2>Reservations</h2>" + _table(["paths", "by", "until", "reason"], rows, "reservations")
 
 
 def log_table(records: list[dict[str, Any]]) -> str:
