@@ -11,6 +11,7 @@ mavps.render.
     work.py     claim, complete, fail, release, reap
     workers.py  worker register/heartbeat/list/remove
     logs.py     log (append, read, follow)
+    messages.py send, inbox (messages between agents)
     files.py    cat, put, ls, get
     admin.py    init, status, edit, unlock, cleanup, doctor, trust, demo
     hooks.py    hook, install-hooks (defined in mavps.hookcli, loaded on first use)
@@ -20,7 +21,7 @@ imported inside the commands that need them, never here.
 """
 from __future__ import annotations
 
-from . import admin, files, logs, plan, tasks, work, workers  # noqa: F401 - each registers its commands on `cli`
+from . import admin, files, logs, messages, plan, tasks, work, workers  # noqa: F401 - each registers its commands on `cli`
 from .admin import EDIT_TTL, STATE_ALIASES
 from .app import MavpsGroup, cli, main
 from .hooks import LAZY_COMMANDS
