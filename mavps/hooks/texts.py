@@ -258,6 +258,6 @@ def messages_block(messages: Any) -> str:
                   f"{literal(m.at)}{about}",
                   literal(m.text, multiline=True),
                   f"[end {tag}]"]
-    lines.append(f"To reply: mavps send --to SENDER \"text\" (e.g. mavps send --to {literal(shlex.quote(msgs[-1].sender))}"
-                 " \"...\").")
+    example = literal(shlex.quote(msgs[-1].sender))
+    lines.append(f"To reply: mavps send --to SENDER \"text\" (e.g. mavps send --to {example} \"...\").")
     return "\n".join(lines)
