@@ -5,6 +5,8 @@ What it writes into `.claude/settings.json` (or `settings.local.json`):
 - `hooks.SessionStart`: `mavps hook session-start --role ROLE` (timeout 60 s),
   for every session source, so the context comes back after a compaction;
 - `hooks.Stop` (workers only): `mavps hook stop` (timeout 600 s);
+- `hooks.PostToolUse` (every role, matcher `*`): `mavps hook post-tool-use` (timeout 30 s), which hands
+  the agent's unread messages to the model mid-task;
 - `env` (workers): `CLAUDE_CODE_STOP_HOOK_BLOCK_CAP` raised to 100 (never
   lowered), so a worker can chain tasks through its Stop hook; and
   `MAVPS_WORKER_ID`, `MAVPS_WORKSPACE`, `MAVPS_CAPABILITIES` when given;
@@ -31,6 +33,7 @@ from typing import Any, Sequence
 
 from .errors import InvalidInput
 from .hooks.options import SESSION_START_TIMEOUT, STOP_HOOK_TIMEOUT
+from .hooks.post_tool_use import POST_TOOL_USE_TIMEOUT
 from .localfile import atomic_write, locked
 
 ROLES = ("worker", "coordinator")
@@ -40,7 +43,10 @@ SESSION_SOURCES = "startup|resume|clear|compact"
 _OURS = {
     "stop": re.compile(r"(mavps hook stop|mavps\.hookcli stop|hooks/stop\.py)\b"),
     "session-start": re.compile(r"(mavps hook session-start|mavps\.hookcli session-start|hooks/session_start\.py)\b"),
+    "post-tool-use": re.compile(r"(mavps hook post-tool-use|mavps\.hookcli post-tool-use|hooks/post-tool-use)\b"),
 }
+#: PostToolUse runs after every tool call (it delivers messages mid-task): "*" matches every tool.
+POST_TOOL_USE_MATCHER = "*"
 
 
 def hook_command(kind: str, role: str, use_python: bool = False) -> str:
@@ -190,10 +196,13 @@ def merge(data: dict[str, Any], role: str, *, worker: str | None = None, workspa
 
 
 def _merge_hooks(hooks: dict[str, Any], role: str, use_python: bool, changes: list[str], path: str) -> None:
-    """SessionStart for every role; Stop for a worker only (removed for a coordinator)."""
+    """SessionStart and PostToolUse for every role; Stop for a worker only (removed for a coordinator)."""
     _merge_hook(hooks, "SessionStart", "session-start",
                 {"type": "command", "command": hook_command("session-start", role, use_python),
                  "timeout": SESSION_START_TIMEOUT}, SESSION_SOURCES, changes, path)
+    _merge_hook(hooks, "PostToolUse", "post-tool-use",
+                {"type": "command", "command": hook_command("post-tool-use", role, use_python),
+                 "timeout": POST_TOOL_USE_TIMEOUT}, POST_TOOL_USE_MATCHER, changes, path)
     if role == "worker":
         _merge_hook(hooks, "Stop", "stop",
                     {"type": "command", "command": hook_command("stop", role, use_python),

@@ -187,7 +187,21 @@ def _carry_out(d: Decision, probe: Probe, state: SessionState, session_id: str, 
             state.put(session_id, None)
         elif d.session is not None:
             state.put(session_id, d.session.to_dict())
+    if d.block and reason is not None:
+        reason = _with_messages(probe, reason)
     return _answer(d, reason)
+
+
+def _with_messages(probe: Probe, reason: str) -> str:
+    """The agent's unread messages at the top of a block reason, marked read (taken once, not repeated
+    after a dropped connection: a repeat would find them read and lose them)."""
+    from ..defaults import MAX_DELIVER
+
+    try:
+        msgs = probe.conn.ws.inbox.take(probe.worker, probe.caps or [], limit=MAX_DELIVER)
+    except (MavpsError, OSError):
+        return reason
+    return f"{texts.messages_block(msgs)}\n\n{reason}" if msgs else reason
 
 
 def _answer(d: Decision, reason: str | None = None) -> HookAnswer:
