@@ -23,7 +23,7 @@ from .defaults import MAX_MESSAGE
 from .errors import CorruptState, InvalidInput, NotFound, UnsafePath
 from .models import WORKERS_FILE
 from .state import read_workers
-from .store import Store, Txn
+from .store import Store, Txn, no_workspace
 from .timeutil import iso, utcnow
 
 INBOX_DIR = "inbox"
@@ -190,7 +190,9 @@ class Inbox:
     def _scan(self, agent: str, capabilities: Sequence[str]) -> _Scan:
         channels = channels_for(agent, capabilities)
         cpath = cursor_path(agent)
-        found = self.store.kinds([INBOX_DIR, cpath] + [path_of(c) for c in channels])
+        found = self.store.kinds([INBOX_DIR, LOG_FILE, cpath] + [path_of(c) for c in channels])
+        if found[LOG_FILE] is None:  # (the same round trip) not a workspace: say so rather than "no messages"
+            raise no_workspace(self.store.transport.location)
         if found[INBOX_DIR] is None:
             return _Scan([], None, {}, {})
         _check_dir(found[INBOX_DIR])
