@@ -54,7 +54,7 @@ def post_tool_use_hook(input: Mapping[str, Any], config: Config, options: HookOp
     state = SessionState(opts.state_path)
     session_id = str(input.get("session_id") or "no-session")
     agent, caps = reader_of(config)
-    seen = _seen(state, session_id, agent)
+    seen = _seen(state, session_id, agent, config.workspace)
     now = clock()
     if now - float(seen.get("checked", 0) or 0) < config.message_check:
         return HookAnswer(event=EVENT, outcome="allow")
@@ -71,7 +71,8 @@ def post_tool_use_hook(input: Mapping[str, Any], config: Config, options: HookOp
         with contextlib.suppress(Exception):
             ws.close()
     more = len(msgs) >= MAX_DELIVER  # maybe more waiting: look again next time
-    _remember(state, session_id, {"agent": agent, "checked": now, "sizes": None if more else sizes})
+    _remember(state, session_id, {"agent": agent, "workspace": config.workspace, "checked": now,
+                                  "sizes": None if more else sizes})
     if not msgs:
         return HookAnswer(event=EVENT, outcome="allow")
     return HookAnswer(event=EVENT, context=texts.messages_block(msgs), outcome="context")
@@ -85,13 +86,14 @@ def _capped(config: Config) -> Config:
                    reply_timeout=min(c.reply_timeout, CAP_REPLY), lock_timeout=min(c.lock_timeout, CAP_LOCK))
 
 
-def _seen(state: SessionState, session_id: str, agent: str) -> dict[str, Any]:
-    """What the last check of this session saw (nothing when it was for another agent, or unreadable)."""
+def _seen(state: SessionState, session_id: str, agent: str, workspace: str | None) -> dict[str, Any]:
+    """What the last check of this session saw (nothing when it was for another agent or workspace, or
+    unreadable)."""
     try:
         record = state.get(session_id).get(STATE_KEY)
     except OSError:
         return {}
-    if not isinstance(record, dict) or record.get("agent") != agent:
+    if not isinstance(record, dict) or record.get("agent") != agent or record.get("workspace") != workspace:
         return {}
     return record
 

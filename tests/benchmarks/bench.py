@@ -173,7 +173,8 @@ def measure_post_tool_use(env: Env, rtt_ms: float, reps: int) -> dict[str, Any]:
         ws.inbox.send("bench", "w-ptu", "first")
     base = {**os.environ, "MAVPS_WORKSPACE": env.url(path, rtt_ms), "MAVPS_IDENTITY_FILE": env.server.client_key,
             "MAVPS_KNOWN_HOSTS": env.known_hosts, "MAVPS_SSH_CONFIG": os.devnull, "MAVPS_WORKER_ID": "w-ptu",
-            "MAVPS_CONFIG": os.devnull, "PYTHONPATH": str(ROOT), "MAVPS_HOOK_STATE": str(env.tmp / "ptu-state.json")}
+            "MAVPS_CONFIG": os.devnull, "PYTHONPATH": str(ROOT),
+            "MAVPS_HOOK_STATE": str(env.tmp / f"ptu-state-{rtt_ms:g}.json")}
     stdin = json.dumps({"session_id": "bench", "hook_event_name": "PostToolUse", "tool_name": "Bash"})
 
     def runs(extra: dict[str, str], n: int, says: str = "") -> list[float]:
