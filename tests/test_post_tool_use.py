@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -89,6 +91,19 @@ def test_failures_print_nothing_and_exit_0(tmp_path):
     assert "post-tool-use" in (tmp_path / "hook.log").read_text()
     bad = run_hook(env, "not json", "post-tool-use")
     assert bad.returncode == 0 and bad.stdout == ""
+
+
+def test_a_hook_stuck_past_its_deadline_says_nothing_and_exits_0(tmp_path):
+    code = ("import time, mavps.hooks.post_tool_use as ptu\n"
+            "ptu.POST_TOOL_USE_LIMIT = 1.0\n"
+            "ptu.post_tool_use_hook = lambda data, cfg, opts=None: time.sleep(60)\n"
+            "from mavps.hookcli import main\n"
+            "main(['post-tool-use'])\n")
+    env = hook_env(None, tmp_path, workspace=str(tmp_path / "ws"), message_check=0)
+    proc = subprocess.run([sys.executable, "-c", code], input=json.dumps(tool_input()), capture_output=True,
+                          text=True, env=env, timeout=30)  # far below the 60 s the hook would sleep
+    assert proc.returncode == 0 and proc.stdout == "" and proc.stderr == ""
+    assert "ran out of time" in (tmp_path / "hook.log").read_text()
 
 
 def test_stop_block_reason_starts_with_the_messages(ws, target, tmp_path):
