@@ -141,3 +141,21 @@ def test_install_hooks_adds_post_tool_use_for_both_roles(tmp_path):
         assert groups == [{"matcher": "*", "hooks": [{"type": "command", "command": "mavps hook post-tool-use",
                                                       "timeout": ptu.POST_TOOL_USE_TIMEOUT}]}]
         assert inst.merge(data, role) == []  # idempotent
+
+
+def test_take_new_costs_one_round_trip_when_nothing_changed(ws, target, tmp_path):
+    from mavps.hooks.session import SessionState
+
+    ws.workers.register(WORKER)
+    state = SessionState(str(tmp_path / "state.json"))
+    tr = ws.transport
+    before = tr.round_trips
+    assert ptu.take_new(ws, WORKER, [], state, "s", target.url, 1.0) == []
+    assert tr.round_trips - before == 1  # no message ever sent: the lstat batch says so
+    ws.inbox.send("coordinator", "all", "hello")
+    assert [m.text for m in ptu.take_new(ws, WORKER, [], state, "s", target.url, 2.0)] == ["hello"]
+    before = tr.round_trips
+    assert ptu.take_new(ws, WORKER, [], state, "s", target.url, 3.0) == []
+    assert tr.round_trips - before == 1  # the same sizes as at the last check
+    ws.inbox.send("coordinator", WORKER, "again")
+    assert [m.text for m in ptu.take_new(ws, WORKER, [], state, "s", target.url, 4.0)] == ["again"]

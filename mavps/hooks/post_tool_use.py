@@ -62,20 +62,30 @@ def post_tool_use_hook(input: Mapping[str, Any], config: Config, options: HookOp
         from ..workspace import Workspace
 
         open_workspace = Workspace.open
-    cfg = _capped(config)
-    ws = open_workspace(config=cfg, agent=agent)
+    ws = open_workspace(config=_capped(config), agent=agent)
     try:
-        sizes = ws.inbox.sizes(agent, caps)
-        msgs = [] if sizes == seen.get("sizes") else ws.inbox.take(agent, caps, limit=MAX_DELIVER)
+        msgs = take_new(ws, agent, caps, state, session_id, config.workspace, now, seen)
     finally:
         with contextlib.suppress(Exception):
             ws.close()
-    more = len(msgs) >= MAX_DELIVER  # maybe more waiting: look again next time
-    _remember(state, session_id, {"agent": agent, "workspace": config.workspace, "checked": now,
-                                  "sizes": None if more else sizes})
     if not msgs:
         return HookAnswer(event=EVENT, outcome="allow")
     return HookAnswer(event=EVENT, context=texts.messages_block(msgs), outcome="context")
+
+
+def take_new(ws: Any, agent: str, caps: list[str], state: SessionState, session_id: str, workspace: str | None,
+             now: float, seen: dict[str, Any] | None = None) -> list[Any]:
+    """The agent's unread messages (at most MAX_DELIVER), marked read; one round trip when the channels'
+    sizes are those this session saw at its last check (the Stop hook uses it too)."""
+    if seen is None:
+        seen = _seen(state, session_id, agent, workspace)
+    sizes = ws.inbox.sizes(agent, caps)
+    nothing = sizes == seen.get("sizes") or not any(sizes.values())  # unchanged, or no message ever sent
+    msgs = [] if nothing else ws.inbox.take(agent, caps, limit=MAX_DELIVER)
+    more = len(msgs) >= MAX_DELIVER  # maybe more waiting: look again next time
+    _remember(state, session_id, {"agent": agent, "workspace": workspace, "checked": now,
+                                  "sizes": None if more else sizes})
+    return msgs
 
 
 def _capped(config: Config) -> Config:

@@ -188,17 +188,20 @@ def _carry_out(d: Decision, probe: Probe, state: SessionState, session_id: str, 
         elif d.session is not None:
             state.put(session_id, d.session.to_dict())
     if d.block and reason is not None:
-        reason = _with_messages(probe, reason)
+        reason = _with_messages(probe, reason, state, session_id)
     return _answer(d, reason)
 
 
-def _with_messages(probe: Probe, reason: str) -> str:
+def _with_messages(probe: Probe, reason: str, state: SessionState, session_id: str) -> str:
     """The agent's unread messages at the top of a block reason, marked read (taken once, not repeated
     after a dropped connection: a repeat would find them read and lose them)."""
-    from ..defaults import MAX_DELIVER
+    import time
 
+    from .post_tool_use import take_new
+
+    ws = probe.conn.ws
     try:
-        msgs = probe.conn.ws.inbox.take(probe.worker, probe.caps or [], limit=MAX_DELIVER)
+        msgs = take_new(ws, probe.worker, probe.caps or [], state, session_id, ws.config.workspace, time.time())
     except (MavpsError, OSError):
         return reason
     return f"{texts.messages_block(msgs)}\n\n{reason}" if msgs else reason
