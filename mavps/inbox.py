@@ -11,6 +11,7 @@ Only whole lines count: a line still being appended is left for the next read.
 """
 from __future__ import annotations
 
+import heapq
 import json
 import re
 import secrets
@@ -168,10 +169,13 @@ class Inbox:
             if not taken:
                 return []
             new = dict(scan.cursor)
-            for _msg, channel, end in taken:
-                new[channel] = max(new.get(channel, 0), end)
-            if limit is None or len(taken) == len(scan.messages):
+            if len(taken) == len(scan.messages):
                 new.update(scan.ends)  # past the skipped lines too (the reader's own broadcasts, junk)
+            else:  # a prefix of each channel (see _parse): up to the end of its last taken line
+                upto: dict[str, int] = {}
+                for _msg, channel, end in taken:
+                    upto[channel] = max(upto.get(channel, 0), end)
+                new.update(upto)
             try:
                 self._commit(agent, scan.cursor_raw, new)
             except _Moved:
@@ -218,7 +222,7 @@ class Inbox:
     def _parse(self, agent: str, channels: list[str], cursor_raw: bytes | None, cursor: dict[str, int],
                parts: dict[str, tuple[bytes, int, int] | None]) -> _Scan:
         own = channel_of(agent)
-        found: list[tuple[str, int, Message, str, int]] = []
+        lists: list[list[tuple[str, int, Message, str, int]]] = []
         ends: dict[str, int] = {}
         for order, c in enumerate(channels):
             part = parts.get(path_of(c))
@@ -228,14 +232,18 @@ class Inbox:
             whole = data[: data.rfind(b"\n") + 1]
             ends[c] = start + len(whole)
             pos = start
+            found: list[tuple[str, int, Message, str, int]] = []
+            lists.append(found)
             for line in whole.splitlines(keepends=True):
                 pos += len(line)
                 msg = _message(line)
                 if msg is None or (c != own and msg.sender == agent):
                     continue
                 found.append((msg.at, order, msg, c, pos))
-        found.sort(key=lambda f: (f[0], f[1], f[4]))
-        return _Scan([(m, c, end) for _at, _o, m, c, end in found], cursor_raw, cursor, ends)
+        # oldest first, but each channel in its own order (senders' clocks differ): any first N are a prefix of
+        # every channel, so a cursor moved past them skips nothing unread
+        merged = heapq.merge(*lists, key=lambda f: (f[0], f[1]))
+        return _Scan([(m, c, end) for _at, _o, m, c, end in merged], cursor_raw, cursor, ends)
 
     def _commit(self, agent: str, expected: bytes | None, new: dict[str, int]) -> None:
         """Move the cursor to `new` under the lock, unless it moved since it was read (_Moved)."""

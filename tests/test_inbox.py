@@ -87,6 +87,19 @@ def test_take_with_a_limit_leaves_the_rest_unread(team):
     assert texts(box.take("worker-1")) == ["m4"]
 
 
+def test_a_limit_never_skips_a_message_whose_sender_clock_was_behind(team, target):
+    box = team.inbox
+    box.send("coordinator", "worker-1", "sent first, stamped later")
+    line = Message("x2", "2000-01-01T00:00:00Z", "worker-2", "worker-1", "sent second, stamped earlier").to_dict()
+    with open(target.path / "inbox" / "worker-1.jsonl", "a") as fh:
+        fh.write(json.dumps(line) + "\n")
+    box.send("coordinator", "all", "a broadcast")
+    got = [texts(box.take("worker-1", limit=1)) for _ in range(4)]
+    assert sorted(sum(got, [])) == sorted(["sent first, stamped later", "sent second, stamped earlier",
+                                           "a broadcast"])
+    assert got[0] == ["sent first, stamped later"]  # its channel's order first
+
+
 def test_a_worker_registered_later_gets_earlier_broadcasts(team):
     box = team.inbox
     box.send("coordinator", "cap:gpu", "for gpu workers")
