@@ -58,6 +58,25 @@ def test_follow_ends_at_its_bound(mavps):  # noqa: F811
     assert [json.loads(line)["text"] for line in out.splitlines()] == ["before"]
 
 
+def test_follow_prints_messages_as_they_come(mavps, target):  # noqa: F811
+    import threading
+    import time
+
+    mavps("worker", "register", "worker-1")
+
+    def later() -> None:
+        time.sleep(0.3)
+        with target.open("coordinator") as ws:
+            ws.inbox.send("coordinator", "worker-1", "arrived while following")
+
+    sender = threading.Thread(target=later)
+    sender.start()
+    out = mavps("--json", "inbox", "--worker", "worker-1", "--follow", "--max-seconds", "4").stdout
+    sender.join()
+    assert [json.loads(line)["text"] for line in out.splitlines()] == ["arrived while following"]
+    assert mavps.json("inbox", "--worker", "worker-1") == []  # taken as it was shown
+
+
 def test_readme_lists_the_commands():
     text = README.read_text()
     assert re.search(r"`mavps send --to TARGET TEXT", text)
