@@ -63,7 +63,10 @@ def inbox(peek: bool, follow: bool, max_seconds: float | None) -> None:
     """Show your unread messages, oldest first, and mark them read (--peek leaves them unread)."""
     st = state()
     ws = st.workspace()
-    reader, caps = ws.agent, _capabilities(ws, ws.agent)
+    # whose inbox: --agent A, else the worker's, else the coordinator's (its channel is `coordinator` whatever
+    # name it signs the log with: `send --to coordinator` writes there)
+    reader = st.flags.get("agent") or ws.config.worker_id or "coordinator"
+    caps = _capabilities(ws, reader)
     read = (lambda: ws.inbox.unread(reader, caps)) if peek else (lambda: ws.inbox.take(reader, caps))
     msgs = read()
     if not follow:
@@ -81,6 +84,8 @@ def _capabilities(ws: Workspace, agent: str) -> list[str]:
     from ..errors import NotFound
 
     cfg = ws.config
+    if agent == "coordinator":
+        return []
     if agent == cfg.worker_id and cfg.capabilities:
         return list(cfg.capabilities)
     try:
