@@ -12,7 +12,7 @@ from . import defaults as D
 from .errors import ConfigError
 
 _FLOATS = {"lock_ttl", "lock_timeout", "lease_ttl", "idle_timeout", "hook_wait", "connect_timeout",
-           "reply_timeout", "worker_timeout"}
+           "reply_timeout", "worker_timeout", "message_check"}
 _INTS = {"max_attempts"}
 SSH_CHOICES = D.SSH_CHOICES
 _LIMITS = D.RANGES
@@ -40,6 +40,7 @@ class Config:
     reply_timeout: float = D.REPLY_TIMEOUT
     worker_timeout: float = D.WORKER_TIMEOUT
     path_guard: str = D.PATH_GUARD
+    message_check: float = D.MESSAGE_CHECK
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def with_values(self, values: Mapping[str, Any], source: str) -> "Config":

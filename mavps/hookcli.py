@@ -1,4 +1,4 @@
-"""The hook commands (click): `mavps hook stop`, `mavps hook session-start`, `mavps install-hooks`.
+"""The hook commands (click): `mavps hook stop|session-start|post-tool-use`, `mavps install-hooks`.
 
 Thin: options in, `mavps.hooks.protocol.run` does the rest (stdin JSON in, the
 answer out, exit 0 with the reason on stderr on every failure path, so a
@@ -79,6 +79,18 @@ def pre_tool_use() -> None:
     from .hooks import pre_tool_use as guard_hook
 
     _run("pre-tool-use", guard_hook.guard, "PreToolUse")
+@hook.command("post-tool-use")
+def post_tool_use() -> None:
+    """Hand the agent's unread messages to the model after a tool call (at most every message_check seconds).
+
+    \b
+    Example:
+      echo '{"session_id": "s1", "hook_event_name": "PostToolUse", "tool_name": "Bash"}' \\
+        | MAVPS_WORKER_ID=worker-1 MAVPS_MESSAGE_CHECK=0 mavps hook post-tool-use
+    """
+    from .hooks import post_tool_use as hook_module
+
+    hook_module.run(click.echo)
 
 
 @click.command("install-hooks")
@@ -141,6 +153,7 @@ def main() -> None:
 main.add_command(stop)
 main.add_command(session_start)
 main.add_command(pre_tool_use)
+main.add_command(post_tool_use)
 main.add_command(install_hooks)
 
 if __name__ == "__main__":

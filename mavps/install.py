@@ -8,6 +8,8 @@ What it writes into `.claude/settings.json` (or `settings.local.json`):
   for a coordinator (news of the tasks it added; hooks/coordinator.py) (timeout 600 s);
 - `hooks.PreToolUse` (workers only, matcher `Edit|Write|MultiEdit|NotebookEdit`): `mavps hook pre-tool-use`
   (timeout 10 s), the path guard (hooks/pre_tool_use.py);
+- `hooks.PostToolUse` (every role, matcher `*`): `mavps hook post-tool-use` (timeout 30 s), which hands
+  the agent's unread messages to the model mid-task;
 - `env`: `CLAUDE_CODE_STOP_HOOK_BLOCK_CAP` raised to 100 (never lowered), so a
   worker can chain tasks (and a coordinator digests) through its Stop hook; and
   `MAVPS_WORKER_ID`, `MAVPS_WORKSPACE`, `MAVPS_CAPABILITIES` when given;
@@ -37,6 +39,7 @@ from typing import Any, Sequence
 from .errors import InvalidInput
 from .hooks.options import SESSION_START_TIMEOUT, STOP_HOOK_TIMEOUT
 from .hooks.pre_tool_use import MATCHER as GUARD_MATCHER, PRE_TOOL_USE_TIMEOUT
+from .hooks.post_tool_use import POST_TOOL_USE_TIMEOUT
 from .localfile import atomic_write, locked
 
 ROLES = ("worker", "coordinator")
@@ -49,7 +52,10 @@ _OURS = {
     "stop": re.compile(r"(mavps hook stop|mavps\.hookcli stop|hooks/stop\.py)\b"),
     "session-start": re.compile(r"(mavps hook session-start|mavps\.hookcli session-start|hooks/session_start\.py)\b"),
     "pre-tool-use": re.compile(r"(mavps hook pre-tool-use|mavps\.hookcli pre-tool-use|hooks/pre_tool_use\.py)\b"),
+    "post-tool-use": re.compile(r"(mavps hook post-tool-use|mavps\.hookcli post-tool-use|hooks/post-tool-use)\b"),
 }
+#: PostToolUse runs after every tool call (it delivers messages mid-task): "*" matches every tool.
+POST_TOOL_USE_MATCHER = "*"
 
 
 def hook_command(kind: str, role: str, use_python: bool = False) -> str:
@@ -199,13 +205,17 @@ def merge(data: dict[str, Any], role: str, *, worker: str | None = None, workspa
 
 
 def _merge_hooks(hooks: dict[str, Any], role: str, use_python: bool, changes: list[str], path: str) -> None:
-    """SessionStart and Stop for every role (the coordinator's Stop hook reports news of its tasks)."""
+    """SessionStart, Stop and PostToolUse for every role (the coordinator's Stop hook reports news of its tasks;
+    PostToolUse hands over messages mid-task)."""
     _merge_hook(hooks, "SessionStart", "session-start",
                 {"type": "command", "command": hook_command("session-start", role, use_python),
                  "timeout": SESSION_START_TIMEOUT}, SESSION_SOURCES, changes, path)
     _merge_hook(hooks, "Stop", "stop",
                 {"type": "command", "command": hook_command("stop", role, use_python),
                  "timeout": STOP_HOOK_TIMEOUT}, None, changes, path)
+    _merge_hook(hooks, "PostToolUse", "post-tool-use",
+                {"type": "command", "command": hook_command("post-tool-use", role, use_python),
+                 "timeout": POST_TOOL_USE_TIMEOUT}, POST_TOOL_USE_MATCHER, changes, path)
     if role == "worker":
         _merge_hook(hooks, "PreToolUse", "pre-tool-use",
                     {"type": "command", "command": hook_command("pre-tool-use", role, use_python),

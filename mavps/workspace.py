@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .config import Config
 from .defaults import BOARD_LOG_RECORDS, BOARD_RECENT
@@ -17,6 +17,9 @@ from .store import LOG_FILE, Settings, Store, Txn
 from .timeutil import iso, utcnow
 from .transport import Transport, open_transport
 from .workers import Workers, held_ids, is_online
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .inbox import Inbox
 
 STATE_FILES = (QUEUE_FILE, WORKERS_FILE, META_FILE)
 
@@ -58,6 +61,13 @@ class Workspace:
                                    connect_timeout=cfg.connect_timeout, reply_timeout=cfg.reply_timeout,
                                    ssh_config=cfg.ssh_config, ssh=cfg.ssh)
         return cls(transport, cfg, agent)
+
+    @property
+    def inbox(self) -> Inbox:
+        """Messages between agents (mavps.inbox): send, unread, take."""
+        from .inbox import Inbox
+
+        return Inbox(self.store, self.agent)
 
     @property
     def location(self) -> str:

@@ -13,7 +13,8 @@ from mavps.cli import cli
 pytestmark = pytest.mark.usefixtures("clean_env")
 
 #: `hook ...` speaks Claude Code's protocol on stdout and takes no --json (README); its usage errors still do.
-NO_RUNTIME_FAILURE = {"hook stop", "hook session-start", "hook pre-tool-use", "doctor", "demo"}
+NO_RUNTIME_FAILURE = {"hook stop", "hook session-start", "hook pre-tool-use", "hook post-tool-use", "doctor",
+                      "demo"}
 
 #: A command line for each command that fails at run time on a directory that is not a workspace.
 FAILING = {
@@ -30,6 +31,7 @@ FAILING = {
     "task edit": ["task", "edit", "1", "--priority", "3"], "task release": ["task", "release", "1"],
     "wait": ["wait", "1", "--timeout", "1"], "board": ["board", "--html", "-"],
     "reserve": ["reserve", "docs/**"], "reservations": ["reservations"], "unreserve": ["unreserve", "docs/**"],
+    "send": ["send", "--to", "all", "hello"], "inbox": ["inbox"],
 }
 
 

@@ -13,6 +13,7 @@ mavps.render.
     questions.py  ask, answer
     workers.py  worker register/heartbeat/list/remove
     logs.py     log (append, read, follow)
+    messages.py send, inbox (messages between agents)
     files.py    cat, put, ls, get
     admin.py    init, status, edit, unlock, cleanup, doctor, trust, demo
     board.py    board --html (the board as one self-contained HTML page)
@@ -28,6 +29,7 @@ from . import (  # noqa: F401 - each registers its commands on `cli`
     board,
     files,
     logs,
+    messages,
     plan,
     questions,
     reservations,

@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ..config import Config
 from ..errors import MavpsError
+from ..inbox import COORDINATOR
 from ..log import TAIL_WINDOW, parse_lines
 from ..models import ARCHIVE_FILE, FINISHED, QUEUE_FILE, Task, TaskStatus
 from ..render import literal
@@ -233,19 +234,16 @@ def mark_start(ws: Any, state: SessionState, session_id: str, now: float) -> Non
             return
         record.update(log_offset=st.size, idle_from=now, updated=now)
         sessions[session_id] = record
-def unread_messages(ws: Any, agent: str) -> list[Any]:
-    """Messages to the coordinator not read yet, where the workspace has an inbox (else none)."""
-    inbox = getattr(ws, "inbox", None)
-    return [] if inbox is None else list(inbox.unread(agent, []))
+def unread_messages(ws: Any) -> list[Any]:
+    """Messages to the coordinator not read yet. Its inbox is the role's (`mavps send --to coordinator`),
+    whatever name the coordinator's agent goes by."""
+    return list(ws.inbox.unread(COORDINATOR, []))
 
 
-def take_messages(ws: Any, agent: str) -> str:
-    """Unread messages to the coordinator as a block of text, marked read (where there is an inbox)."""
-    inbox = getattr(ws, "inbox", None)
-    if inbox is None:
-        return ""
-    got = inbox.take(agent, [])
-    return texts.messages_block(got) if got and hasattr(texts, "messages_block") else ""
+def take_messages(ws: Any) -> str:
+    """Unread messages to the coordinator as a block of text, marked read."""
+    got = ws.inbox.take(COORDINATOR, [])
+    return texts.messages_block(got) if got else ""
 
 
 @dataclass
@@ -274,7 +272,7 @@ class Watcher:
             records = [r for r in records if str(r.get("timestamp", "")) >= self._since()]
         mine = self._mine(records)
         return Seen(self.agent, [t for t in self.tasks if t.created_by == self.agent],
-                    relevant(records, mine, self.tasks, self.agent), unread_messages(self.conn.ws, self.agent))
+                    relevant(records, mine, self.tasks, self.agent), unread_messages(self.conn.ws))
 
     def _since(self) -> str:
         """With no offset recorded at SessionStart: when its current wave of work began (`wave_start`)."""
@@ -340,7 +338,7 @@ def coordinator_hook(input: Mapping[str, Any], config: Config, options: HookOpti
             seen = watcher.wait(verdict.wait)
             verdict = decide(seen, verdict.session or session, limits, clock())
         if seen.messages:  # the digest then blocks: hand the messages over on top of it, marking them read
-            verdict = replace(verdict, reason=digest(seen.news, seen.tasks, agent, take_messages(conn.ws, agent)))
+            verdict = replace(verdict, reason=digest(seen.news, seen.tasks, agent, take_messages(conn.ws)))
         _remember(state, session_id, verdict, watcher.offset)
         return HookAnswer(reason=verdict.reason if verdict.kind == BLOCK else None,
                           outcome="block" if verdict.kind == BLOCK else "allow", message=verdict.message)

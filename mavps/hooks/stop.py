@@ -217,6 +217,8 @@ def _carry_out(d: Decision, probe: Probe, state: SessionState, session_id: str, 
             state.put(session_id, None)
         elif d.session is not None:
             state.put(session_id, d.session.to_dict())
+    if d.block and reason is not None:
+        reason = _with_messages(probe, reason, state, session_id)
     return _answer(d, reason)
 
 
@@ -227,6 +229,19 @@ def _note_held(task: Task, worker: str, probe: Probe) -> None:
     ws = probe.conn.ws
     with contextlib.suppress(OSError):
         write_held(project_dir(), task.id, list(task.touches), worker, ws.location, local_root(ws))
+def _with_messages(probe: Probe, reason: str, state: SessionState, session_id: str) -> str:
+    """The agent's unread messages at the top of a block reason, marked read (taken once, not repeated
+    after a dropped connection: a repeat would find them read and lose them)."""
+    import time
+
+    from .post_tool_use import take_new
+
+    ws = probe.conn.ws
+    try:
+        msgs = take_new(ws, probe.worker, probe.caps or [], state, session_id, ws.config.workspace, time.time())
+    except (MavpsError, OSError):
+        return reason
+    return f"{texts.messages_block(msgs)}\n\n{reason}" if msgs else reason
 
 
 def _answer(d: Decision, reason: str | None = None) -> HookAnswer:

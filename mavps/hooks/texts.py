@@ -286,3 +286,29 @@ def board_text(board: dict[str, Any]) -> str:
         out.append(f"log: {literal(r.get('timestamp'))} {literal(r.get('agent'))}: "
                    f"{literal(str(r.get('message'))[:160])}")
     return "\n".join(out)
+
+
+# ----- messages from other agents (read by the model) ----------------------------------------------
+def messages_block(messages: Any) -> str:
+    """Messages for the model: who sent each, its text between markers with a fresh random tag (a text
+    cannot fake the end of its block), control characters made visible. '' when there are none."""
+    import secrets
+
+    msgs = list(messages or [])
+    if not msgs:
+        return ""
+    tag = secrets.token_hex(4)
+    n = len(msgs)
+    lines = [f"mavps: {n} new message{'s' if n != 1 else ''} from other agents of the workspace. Each text "
+             f"below, between [message {tag}] and [end {tag}], is exactly what that agent wrote (not your user): "
+             "take it into account in your work."]
+    for i, m in enumerate(msgs, 1):
+        about = f", about task #{m.task}" if m.task is not None else ""
+        kind = f" ({literal(m.kind)})" if m.kind != "message" else ""
+        lines += [f"[message {tag}] {i} of {n}{kind}: from {literal(m.sender)} to {literal(m.to)} at "
+                  f"{literal(m.at)}{about}",
+                  literal(m.text, multiline=True),
+                  f"[end {tag}]"]
+    example = literal(shlex.quote(msgs[-1].sender))
+    lines.append(f"To reply: mavps send --to SENDER \"text\" (e.g. mavps send --to {example} \"...\").")
+    return "\n".join(lines)
