@@ -387,11 +387,38 @@ def _check_workspace(ws: Any, add: Callable[..., None]) -> None:
         f"expired leases on task(s) {', '.join(f'#{i}' for i in expired)}",
         "run `mavps reap` (any claim or heartbeat also returns them to the queue)")
     _check_blocked(ws, tasks, workers, add)
+    _check_paths(ws, tasks, add)
+    _check_questions(tasks, add)
     if workers is None and WORKERS_FILE not in missing:
         add("workers", False, "worker-status.json cannot be read", "fix worker-status.json first (see above)")
         return
     online = sum(1 for w in (workers or {}).values() if is_online(w, now, ws.config.worker_timeout))
     add("workers", True, f"{online} online, {len(workers or {}) - online} offline")
+
+
+def _check_paths(ws: Any, tasks: list, add: Callable[..., None]) -> None:
+    """Touches and reservations: malformed touches (ignored by the claim rule) and ended reservations left in
+    reservations.json (they never count; the next reserve or unreserve drops them)."""
+    from .models import RES_FILE
+    from .queue import read_reservations
+    from .rules import touches_problems
+    from .timeutil import utcnow
+
+    bad = touches_problems(tasks)
+    add("touches", not bad, "all well-formed" if not bad else "; ".join(bad[:5]) + (" ..." if len(bad) > 5 else ""),
+        "fix them with `mavps task edit ID --touches GLOB ...` (a malformed glob neither waits nor blocks)")
+    try:
+        found = read_reservations(ws.store.look([RES_FILE], missing_ok=True)[RES_FILE])
+    except (MavpsError, ValueError) as exc:
+        add("reservations", False, f"{RES_FILE} cannot be read: {exc}", f"fix or remove {RES_FILE} "
+            "(every claim reads it)")
+        return
+    now = utcnow()
+    ended = [r for r in found if not r.live(now)]
+    detail = f"{len(found) - len(ended)} live" + (f"; {len(ended)} ended, left in {RES_FILE}: "
+                                                  + ", ".join(f"{r.id} ({', '.join(r.globs)}, by {r.by})"
+                                                              for r in ended[:5]) if ended else "")
+    add("reservations", True, detail, "ended ones never count; the next `mavps reserve` or `unreserve` drops them")
 
 
 def _check_blocked(ws: Any, tasks: list, workers: dict | None, add: Callable[..., None]) -> None:
@@ -408,3 +435,12 @@ def _check_blocked(ws: Any, tasks: list, workers: dict | None, add: Callable[...
     add("blocked tasks", True, "none" if not stuck else
         f"warning: {len(stuck)} pending task(s) will not run until someone acts: "
         + "; ".join(f"#{tid} {why}" for tid, why in stuck))
+
+
+def _check_questions(tasks: list, add: Callable[..., None]) -> None:
+    """Questions a worker waits on (it holds its task meanwhile): a warning, listed with how to answer."""
+    waiting = [(t, q) for t in tasks if (q := t.pending_question()) is not None]
+    add("questions", True, "none unanswered" if not waiting else
+        f"warning: {len(waiting)} unanswered question(s), each holding a worker: "
+        + "; ".join(f"#{t.id} from {q.get('asked_by')}: {str(q.get('text'))[:120]} "
+                    f"(answer with `mavps answer {t.id} \"...\"`)" for t, q in waiting))

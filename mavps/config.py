@@ -12,12 +12,14 @@ from . import defaults as D
 from .errors import ConfigError
 
 _FLOATS = {"lock_ttl", "lock_timeout", "lease_ttl", "idle_timeout", "hook_wait", "connect_timeout",
-           "reply_timeout", "worker_timeout"}
+           "reply_timeout", "worker_timeout", "message_check"}
 _INTS = {"max_attempts"}
 _BOOLS = {"auto_pull"}
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 SSH_CHOICES = D.SSH_CHOICES
 _LIMITS = D.RANGES
+#: Settings that take one of a few words.
+_CHOICES = {"ssh": SSH_CHOICES, "path_guard": D.PATH_GUARD_CHOICES}
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class Config:
     connect_timeout: float = D.CONNECT_TIMEOUT
     reply_timeout: float = D.REPLY_TIMEOUT
     worker_timeout: float = D.WORKER_TIMEOUT
+    path_guard: str = D.PATH_GUARD
+    message_check: float = D.MESSAGE_CHECK
     auto_pull: bool = D.AUTO_PULL
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -70,10 +74,11 @@ def convert(key: str, value: Any, source: str) -> Any:
             return number
         if key in _BOOLS:
             return _boolean(key, value, source)
-        if key == "ssh":
+        if key in _CHOICES:
             choice = value.strip().lower() if isinstance(value, str) else value
-            if choice not in SSH_CHOICES:
-                raise ConfigError(f"ssh = {value!r} from {source} is not valid: expected paramiko or openssh")
+            if choice not in _CHOICES[key]:
+                raise ConfigError(f"{key} = {value!r} from {source} is not valid: expected "
+                                  f"{' or '.join(_CHOICES[key])}")
             return choice
         if key == "capabilities":
             from .validate import capabilities

@@ -28,16 +28,25 @@ REPLY_TIMEOUT = 30.0
 WORKER_TIMEOUT = 900.0
 #: How SFTP is reached: paramiko in process, or the `ssh` command sharing a ControlMaster.
 SSH = "paramiko"
+#: The PostToolUse hook looks at the agent's inbox at most once per this many seconds (0: on every tool call).
+MESSAGE_CHECK = 15.0
 SSH_CHOICES = ("paramiko", "openssh")
+#: What the workers' PreToolUse hook does with an edit outside the held task's touches.
+PATH_GUARD = "deny"
+PATH_GUARD_CHOICES = ("deny", "warn", "off")
 
 #: The range each numeric setting must lie in (inclusive).
 RANGES: dict[str, tuple[float, float]] = {
     "lock_ttl": (0.5, 3600), "lock_timeout": (0, 86400), "lease_ttl": (1, 7 * 86400),
     "idle_timeout": (0, 86400), "hook_wait": (0, 3000), "connect_timeout": (0.1, 600),
     "reply_timeout": (0.5, 3600), "worker_timeout": (1, 7 * 86400), "max_attempts": (1, 100),
+    "message_check": (0, 86400),
 }
 
 # ----- the queue -----------------------------------------------------------------------
+#: How long `mavps reserve` holds its globs when no --ttl is given, and the longest it may.
+RESERVATION_TTL = 3600.0
+MAX_RESERVATION_TTL = 30 * 86400.0
 #: Finished tasks kept in task-queue.json; older ones move to the archive.
 KEEP_FINISHED = 200
 #: Archive in batches, so the archive's extra round trip is rare.
@@ -54,5 +63,17 @@ MAX_TEXT = 1024 * 1024
 MAX_RESULT = 64 * 1024
 #: One log record: larger appends could interleave with other writers.
 MAX_LOG_LINE = 32 * 1024
+#: One message's text (its inbox line, JSON-escaped, must stay within MAX_LOG_LINE).
+MAX_MESSAGE = 16 * 1024
+#: Messages handed to a model at once (the rest come with the next delivery).
+MAX_DELIVER = 20
 #: Largest file `put` writes, and `read_file` returns (`cat` streams any size).
 MAX_FILE = 64 * 1024 * 1024
+
+# ----- the HTML board (`mavps board --html`) ---------------------------------------------
+#: Seconds between rewrites with --watch (the page reloads itself as often).
+BOARD_INTERVAL = 5.0
+#: The newest log records its timeline is drawn from.
+BOARD_LOG_RECORDS = 2000
+#: The newest log records listed as text.
+BOARD_RECENT = 30

@@ -98,6 +98,7 @@ def run_demo(config: Config, n_workers: int = 3, n_tasks: int = 12, *, keep: boo
                 summary["check"]["problems"].insert(0, f"did not finish within {timeout:g}s")
             summary["worker_output"] = {wid: tail_of(f) for wid, f in zip(caps, logs)
                                         if codes[wid] != 0 or not summary["check"]["ok"]}
+            summary["board"] = write_board(ws)
             add_exchange(summary, say if live else (lambda line: None))
             summary["seconds"] = round(time.monotonic() - started, 2)
             summary["workspace"] = ws.location + (" (temporary, removed)" if tmp and not keep else "")
@@ -111,6 +112,18 @@ def run_demo(config: Config, n_workers: int = 3, n_tasks: int = 12, *, keep: boo
             f.close()
         if tmp and not keep:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_board(ws: Any) -> str:
+    """The final board as one HTML page in the temp directory, beside (not inside) the workspace, so it
+    outlives a temporary one; its path."""
+    from .localfile import atomic_write
+    from .render.html import page
+
+    fd, path = tempfile.mkstemp(prefix="mavps-demo-board-", suffix=".html")
+    os.close(fd)
+    atomic_write(path, page(ws.board_snapshot()))
+    return path
 
 
 def spawn(config: Config, caps: dict[str, list[str]]) -> tuple[list[subprocess.Popen[bytes]], list[Any]]:

@@ -1,4 +1,4 @@
-"""The hook commands (click): `mavps hook stop`, `mavps hook session-start`, `mavps install-hooks`.
+"""The hook commands (click): `mavps hook stop|session-start|post-tool-use`, `mavps install-hooks`.
 
 Thin: options in, `mavps.hooks.protocol.run` does the rest (stdin JSON in, the
 answer out, exit 0 with the reason on stderr on every failure path, so a
@@ -34,11 +34,20 @@ def hook() -> None:
 
 
 @hook.command("stop", epilog=EPILOG_STOP)
-def stop() -> None:
-    """The worker Stop hook: hand over the next task, wait for one, or let the agent stop."""
-    from .hooks import options, stop as stop_loop
+@click.option("--role", type=click.Choice(["worker", "coordinator"]), default="worker", show_default=True,
+              help="coordinator: wait for news about the tasks it added and report them (hooks/coordinator.py).")
+def stop(role: str) -> None:
+    """The Stop hook: a worker gets its next task (or waits for one); a coordinator gets news of its tasks."""
+    from .hooks import options
 
     opts = options.HookOptions.from_env()
+    if role == "coordinator":
+        from .hooks import coordinator
+
+        _run("stop", lambda data, cfg: coordinator.coordinator_hook(data, cfg, opts), "Stop")
+        return
+    from .hooks import stop as stop_loop
+
     _run("stop", lambda data, cfg: stop_loop.stop_hook(data, cfg, opts), "Stop")
 
 
@@ -58,6 +67,32 @@ def session_start(role: str | None) -> None:
     _run("session-start", lambda data, cfg: start_hook.session_start_hook(data, cfg, role, opts), "SessionStart")
 
 
+@hook.command("pre-tool-use")
+def pre_tool_use() -> None:
+    """The worker path guard: deny an Edit/Write outside the held task's touches (config `path_guard`).
+
+    \b
+    Example:
+      echo '{"tool_name": "Write", "tool_input": {"file_path": "/proj/x.py"}, "cwd": "/proj"}' \\
+        | mavps hook pre-tool-use
+    """
+    from .hooks import pre_tool_use as guard_hook
+
+    _run("pre-tool-use", guard_hook.guard, "PreToolUse")
+@hook.command("post-tool-use")
+def post_tool_use() -> None:
+    """Hand the agent's unread messages to the model after a tool call (at most every message_check seconds).
+
+    \b
+    Example:
+      echo '{"session_id": "s1", "hook_event_name": "PostToolUse", "tool_name": "Bash"}' \\
+        | MAVPS_WORKER_ID=worker-1 MAVPS_MESSAGE_CHECK=0 mavps hook post-tool-use
+    """
+    from .hooks import post_tool_use as hook_module
+
+    hook_module.run(click.echo)
+
+
 @click.command("install-hooks")
 @click.option("--role", type=click.Choice(["worker", "coordinator"]), required=True,
               help="Which agent this project runs.")
@@ -70,13 +105,17 @@ def session_start(role: str | None) -> None:
               help="Write .claude/settings.local.json (not committed) instead of .claude/settings.json.")
 @click.option("--allow-bash", is_flag=True,
               help="Also allow every Bash command (permissions.allow \"Bash\"), not only `mavps ...`.")
+@click.option("--allow-edits", is_flag=True,
+              help="Also allow the file-editing tools (Edit, Write, MultiEdit, NotebookEdit) without asking: a "
+                   "headless worker needs them; the path guard keeps them to the held task's touches.")
 @click.option("--python", "use_python", is_flag=True,
               help="Run the hooks as \"<this python>\" -m mavps.hookcli instead of `mavps` from PATH.")
 @click.option("--block-cap", type=click.IntRange(1, 100000), default=None,
               help="CLAUDE_CODE_STOP_HOOK_BLOCK_CAP for workers (default 100).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as one JSON document on stdout.")
 def install_hooks(role: str, project: str, worker: str | None, workspace: str | None, capabilities: tuple[str, ...],
-                  local: bool, allow_bash: bool, use_python: bool, block_cap: int | None, as_json: bool) -> None:
+                  local: bool, allow_bash: bool, allow_edits: bool, use_python: bool, block_cap: int | None,
+                  as_json: bool) -> None:
     """Write mavps's hooks into the project's Claude Code settings (merged, idempotent).
 
     \b
@@ -94,7 +133,8 @@ def install_hooks(role: str, project: str, worker: str | None, workspace: str | 
         state().json = True
     try:
         report = install.install(project, role, worker=worker, workspace=workspace, capabilities=list(capabilities),
-                                 local=local, allow_bash=allow_bash, use_python=use_python, block_cap=block_cap)
+                                 local=local, allow_bash=allow_bash, allow_edits=allow_edits, use_python=use_python,
+                                 block_cap=block_cap)
     except (MavpsError, OSError, ValueError) as exc:
         die(str(exc))
     if state().json:
@@ -112,6 +152,8 @@ def main() -> None:
 
 main.add_command(stop)
 main.add_command(session_start)
+main.add_command(pre_tool_use)
+main.add_command(post_tool_use)
 main.add_command(install_hooks)
 
 if __name__ == "__main__":

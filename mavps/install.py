@@ -4,19 +4,26 @@ What it writes into `.claude/settings.json` (or `settings.local.json`):
 
 - `hooks.SessionStart`: `mavps hook session-start --role ROLE` (timeout 60 s),
   for every session source, so the context comes back after a compaction;
-- `hooks.Stop` (workers only): `mavps hook stop` (timeout 600 s);
-- `env` (workers): `CLAUDE_CODE_STOP_HOOK_BLOCK_CAP` raised to 100 (never
-  lowered), so a worker can chain tasks through its Stop hook; and
+- `hooks.Stop`: `mavps hook stop` for a worker, `mavps hook stop --role coordinator`
+  for a coordinator (news of the tasks it added; hooks/coordinator.py) (timeout 600 s);
+- `hooks.PreToolUse` (workers only, matcher `Edit|Write|MultiEdit|NotebookEdit`): `mavps hook pre-tool-use`
+  (timeout 10 s), the path guard (hooks/pre_tool_use.py);
+- `hooks.PostToolUse` (every role, matcher `*`): `mavps hook post-tool-use` (timeout 30 s), which hands
+  the agent's unread messages to the model mid-task;
+- `env`: `CLAUDE_CODE_STOP_HOOK_BLOCK_CAP` raised to 100 (never lowered), so a
+  worker can chain tasks (and a coordinator digests) through its Stop hook; and
   `MAVPS_WORKER_ID`, `MAVPS_WORKSPACE`, `MAVPS_CAPABILITIES` when given;
 - `permissions.allow`: `Bash(mavps:*)`, so the agent may run the `mavps`
   commands its hooks tell it to run, even in `-p` mode (in Claude Code 2.1 an
   `allowedTools` list in ~/.claude.json did not let file-writing commands
   run; `permissions.allow` in the settings does). `--allow-bash` adds the
-  broad `"Bash"` rule for agents that must run anything their tasks ask.
+  broad `"Bash"` rule for agents that must run anything their tasks ask, and
+  `--allow-edits` the file-editing tools (`EDIT_RULES`) for a headless worker
+  (the path guard keeps its edits within the held task's touches).
 
 Everything else in the file is kept. An entry is recognised as mavps's by its
 command, so running it again changes nothing, and switching a project to the
-coordinator role removes the worker's Stop hook. The file is replaced
+other role replaces its Stop hook. The file is replaced
 atomically; an unreadable file is refused, never overwritten.
 """
 from __future__ import annotations
@@ -31,21 +38,29 @@ from typing import Any, Sequence
 
 from .errors import InvalidInput
 from .hooks.options import SESSION_START_TIMEOUT, STOP_HOOK_TIMEOUT
+from .hooks.pre_tool_use import MATCHER as GUARD_MATCHER, PRE_TOOL_USE_TIMEOUT
+from .hooks.post_tool_use import POST_TOOL_USE_TIMEOUT
 from .localfile import atomic_write, locked
 
 ROLES = ("worker", "coordinator")
 DEFAULT_BLOCK_CAP = 100
 MAVPS_RULE = "Bash(mavps:*)"
+#: What `--allow-edits` allows: the tools the path guard (PreToolUse) watches.
+EDIT_RULES = ("Edit", "Write", "MultiEdit", "NotebookEdit")
 SESSION_SOURCES = "startup|resume|clear|compact"
 _OURS = {
     "stop": re.compile(r"(mavps hook stop|mavps\.hookcli stop|hooks/stop\.py)\b"),
     "session-start": re.compile(r"(mavps hook session-start|mavps\.hookcli session-start|hooks/session_start\.py)\b"),
+    "pre-tool-use": re.compile(r"(mavps hook pre-tool-use|mavps\.hookcli pre-tool-use|hooks/pre_tool_use\.py)\b"),
+    "post-tool-use": re.compile(r"(mavps hook post-tool-use|mavps\.hookcli post-tool-use|hooks/post-tool-use)\b"),
 }
+#: PostToolUse runs after every tool call (it delivers messages mid-task): "*" matches every tool.
+POST_TOOL_USE_MATCHER = "*"
 
 
 def hook_command(kind: str, role: str, use_python: bool = False) -> str:
     """The command line written into the settings for one hook."""
-    suffix = f" --role {role}" if kind == "session-start" else ""
+    suffix = f" --role {role}" if kind == "session-start" or (kind == "stop" and role == "coordinator") else ""
     if use_python:
         return f"\"{sys.executable}\" -m mavps.hookcli {kind}{suffix}"
     return f"mavps hook {kind}{suffix}"
@@ -159,7 +174,7 @@ def _set_env(env: dict[str, Any], key: str, value: str, changes: list[str]) -> N
 
 def merge(data: dict[str, Any], role: str, *, worker: str | None = None, workspace: str | None = None,
           capabilities: Sequence[str] = (), allow_bash: bool = False, use_python: bool = False,
-          block_cap: int | None = None, path: str = "settings.json") -> list[str]:
+          block_cap: int | None = None, path: str = "settings.json", allow_edits: bool = False) -> list[str]:
     """Change `data` (a parsed settings file) in place; returns the changes, one line each."""
     from . import validate
     from .transport import parse_url
@@ -182,7 +197,7 @@ def merge(data: dict[str, Any], role: str, *, worker: str | None = None, workspa
     allow = perms.setdefault("allow", [])
     if not isinstance(allow, list):
         raise InvalidInput(f"{path}: permissions.allow must be a list; it was not changed")
-    for rule in [MAVPS_RULE] + (["Bash"] if allow_bash else []):
+    for rule in [MAVPS_RULE] + (["Bash"] if allow_bash else []) + (list(EDIT_RULES) if allow_edits else []):
         if rule not in allow:
             allow.append(rule)
             changes.append(f"+ permissions.allow: {rule!r}")
@@ -190,22 +205,29 @@ def merge(data: dict[str, Any], role: str, *, worker: str | None = None, workspa
 
 
 def _merge_hooks(hooks: dict[str, Any], role: str, use_python: bool, changes: list[str], path: str) -> None:
-    """SessionStart for every role; Stop for a worker only (removed for a coordinator)."""
+    """SessionStart, Stop and PostToolUse for every role (the coordinator's Stop hook reports news of its tasks;
+    PostToolUse hands over messages mid-task)."""
     _merge_hook(hooks, "SessionStart", "session-start",
                 {"type": "command", "command": hook_command("session-start", role, use_python),
                  "timeout": SESSION_START_TIMEOUT}, SESSION_SOURCES, changes, path)
+    _merge_hook(hooks, "Stop", "stop",
+                {"type": "command", "command": hook_command("stop", role, use_python),
+                 "timeout": STOP_HOOK_TIMEOUT}, None, changes, path)
+    _merge_hook(hooks, "PostToolUse", "post-tool-use",
+                {"type": "command", "command": hook_command("post-tool-use", role, use_python),
+                 "timeout": POST_TOOL_USE_TIMEOUT}, POST_TOOL_USE_MATCHER, changes, path)
     if role == "worker":
-        _merge_hook(hooks, "Stop", "stop",
-                    {"type": "command", "command": hook_command("stop", role, use_python),
-                     "timeout": STOP_HOOK_TIMEOUT}, None, changes, path)
+        _merge_hook(hooks, "PreToolUse", "pre-tool-use",
+                    {"type": "command", "command": hook_command("pre-tool-use", role, use_python),
+                     "timeout": PRE_TOOL_USE_TIMEOUT}, GUARD_MATCHER, changes, path)
     else:
-        _remove_hook(hooks, "Stop", "stop", changes)
+        _remove_hook(hooks, "PreToolUse", "pre-tool-use", changes)
 
 
 def _merge_env(env: dict[str, Any], role: str, block_cap: int | None, values: dict[str, str | None],
                changes: list[str]) -> None:
     """The block cap for a worker (raised, never lowered unless given), and the MAVPS_* values given."""
-    if role == "worker":
+    if role in ROLES:  # the coordinator's Stop hook blocks once per digest too
         key = "CLAUDE_CODE_STOP_HOOK_BLOCK_CAP"
         try:
             current = int(str(env.get(key, "0")))
@@ -220,7 +242,7 @@ def _merge_env(env: dict[str, Any], role: str, block_cap: int | None, values: di
 
 def install(project: str, role: str, *, worker: str | None = None, workspace: str | None = None,
             capabilities: Sequence[str] = (), local: bool = False, allow_bash: bool = False,
-            use_python: bool = False, block_cap: int | None = None) -> InstallReport:
+            use_python: bool = False, block_cap: int | None = None, allow_edits: bool = False) -> InstallReport:
     """Merge mavps's hooks into the project's settings file and write it if anything changed."""
     if not os.path.isdir(project):
         raise InvalidInput(f"project directory {project} does not exist")
@@ -229,7 +251,8 @@ def install(project: str, role: str, *, worker: str | None = None, workspace: st
     with locked(os.path.abspath(project)):  # two installers at once: neither loses the other's change
         data = read_settings(path)
         report.changes = merge(data, role, worker=worker, workspace=workspace, capabilities=capabilities,
-                               allow_bash=allow_bash, use_python=use_python, block_cap=block_cap, path=path)
+                               allow_bash=allow_bash, use_python=use_python, block_cap=block_cap, path=path,
+                               allow_edits=allow_edits)
         if report.changes:
             write_settings(path, data)
     if not use_python and shutil.which("mavps") is None:

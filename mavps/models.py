@@ -23,6 +23,8 @@ WORKERS_FILE = "worker-status.json"
 META_FILE = "workspace.json"
 ARCHIVE_FILE = "task-archive.jsonl"
 TASKS_DIR = "tasks"
+#: Hand reservations of paths (`mavps reserve`); absent means none.
+RES_FILE = "reservations.json"
 
 
 class TaskStatus(str, Enum):
@@ -72,9 +74,12 @@ def _int(v: Any) -> bool:
 _TEXT_FIELDS = ("instruction_file", "claimed_by", "claimed_at", "completed_at", "lease_expires_at", "claim_token",
                 "created_at", "created_by", "updated_at", "result", "error", "plan_name", "plan_digest")
 #: Fields written only when they differ from their default: a queue without drafts or plans reads as before.
-_OPTIONAL = {"held": False, "touches": [], "plan_name": None, "plan_digest": None}
+_OPTIONAL = {"held": False, "touches": [], "plan_name": None, "plan_digest": None, "questions": []}
+#: The keys of one question in `Task.questions` (`mavps ask` / `mavps answer`).
+QUESTION_KEYS = ("asked_at", "asked_by", "text", "answer", "answered_at", "answered_by")
 #: What `Task.edit` may change.
-EDITABLE = ("description", "context_files", "requires", "priority", "depends_on", "max_attempts", "instruction_file")
+EDITABLE = ("description", "context_files", "requires", "priority", "depends_on", "max_attempts", "instruction_file",
+            "touches")
 
 
 @dataclass
@@ -101,11 +106,14 @@ class Task:
     error: str | None = None
     #: A draft nobody can claim until `release_hold` (written only when true, so older readers keep working).
     held: bool = False
-    #: Globs of the files the task is expected to change (recorded, not enforced; written only when given).
+    #: Globs of the files the task will write: it waits while another task or a reservation holds one (rules.holds).
     touches: list[str] = field(default_factory=list)
     #: Its name in the plan that added it, and that plan item's digest (`mavps plan apply`; written only then).
     plan_name: str | None = None
     plan_digest: str | None = None
+    #: Its holder's questions to the coordinator, oldest first, each {QUESTION_KEYS}; the last one whose
+    #: "answer" is null is pending (written only once a question was asked).
+    questions: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -122,6 +130,8 @@ class Task:
         for name in ("context_files", "requires", "touches"):
             _check(_texts(values.get(name, [])), path, where, f"'{name}' must be a list of text")
         _check(isinstance(values.get("held", False), bool), path, where, "'held' must be true or false")
+        _check(_questions(values.get("questions", [])), path, where,
+               "'questions' must be a list of objects with text fields " + ", ".join(QUESTION_KEYS))
         deps = values.get("depends_on", [])
         _check(isinstance(deps, list) and all(_int(x) for x in deps), path, where,
                "'depends_on' must be a list of task ids")
@@ -140,6 +150,8 @@ class Task:
             v = getattr(self, f.name)
             if f.name in _OPTIONAL and v == _OPTIONAL[f.name]:
                 continue
+            if f.name == "questions":
+                v = [dict(q) for q in v]
             out[f.name] = v.value if isinstance(v, Enum) else (list(v) if isinstance(v, list) else v)
         out.update(self.extra)
         return out
@@ -237,8 +249,9 @@ class Task:
 
     def edit(self, changes: dict[str, Any], now: datetime) -> list[str]:
         """The coordinator reshapes a task that is not running (fields already checked); the fields changed."""
-        if self.status is TaskStatus.IN_PROGRESS:
-            raise Refused(f"task {self.id} is running (held by {self.claimed_by}): cancel it first, or wait")
+        if self.status is TaskStatus.IN_PROGRESS and set(changes) - {"touches"}:
+            raise Refused(f"task {self.id} is running (held by {self.claimed_by}): cancel it first, or wait "
+                          "(only its touches may change while it runs)")
         if self.status is TaskStatus.COMPLETED:
             raise Refused(f"task {self.id} is completed: add a new task instead")
         changed = []
@@ -259,6 +272,40 @@ class Task:
                           "(hold new drafts with `mavps task add --hold`)")
         self.held = False
         self._touch(now)
+
+    # ----- questions to the coordinator ---------------------------------------------------
+    def pending_question(self) -> dict[str, Any] | None:
+        """The question its holder is waiting to have answered, or None.
+
+        Only while the task runs, and only its current holder's: a question left by a holder whose lease
+        ran out is history, not something anyone waits for.
+        """
+        if self.status is not TaskStatus.IN_PROGRESS or not self.questions:
+            return None
+        last = self.questions[-1]
+        return last if last.get("answer") is None and last.get("asked_by") == self.claimed_by else None
+
+    def ask(self, worker: str, text: str, now: datetime, lease_ttl: float) -> dict[str, Any]:
+        """Its holder asks the coordinator (the caller checked it is the holder); the lease is renewed."""
+        if self.pending_question() is not None:
+            raise Refused(f"task {self.id} already waits for an answer to its question: end your turn and "
+                          "the Stop hook hands you the answer when it comes")
+        question = {"asked_at": iso(now), "asked_by": worker, "text": text, "answer": None, "answered_at": None,
+                    "answered_by": None}
+        self.questions = [*self.questions, question]
+        self.renew(now, lease_ttl)
+        self._touch(now)
+        return question
+
+    def answer(self, text: str, agent: str, now: datetime) -> dict[str, Any]:
+        """The coordinator (or a person) answers the pending question."""
+        question = self.pending_question()
+        if question is None:
+            raise Refused(f"task {self.id} has no question waiting for an answer: nothing was recorded "
+                          f"(see `mavps task show {self.id}`; send a message instead)")
+        question.update(answer=text, answered_at=iso(now), answered_by=agent)
+        self._touch(now)
+        return question
 
     def _unclaim(self) -> None:
         self.status = TaskStatus.PENDING
@@ -347,6 +394,62 @@ class Worker:
         if status is WorkerStatus.OFFLINE and not self.idle_since:
             self.idle_since = iso(now)
         return True
+
+
+@dataclass
+class Reservation:
+    """Paths held by hand (`mavps reserve`) until `expires_at`: tasks touching them wait, nothing else."""
+
+    id: str
+    globs: list[str] = field(default_factory=list)
+    by: str = ""
+    reason: str | None = None
+    created_at: str | None = None
+    expires_at: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, raw: Any, path: str = RES_FILE) -> "Reservation":
+        _check(isinstance(raw, dict), path, "a reservation", "must be an object")
+        rid = raw.get("id")
+        where = f"reservation {rid!r}"
+        _check(isinstance(rid, str) and bool(rid), path, where, "'id' must be non-empty text")
+        for name in ("by", "reason", "created_at", "expires_at"):
+            _check(_opt_str(raw.get(name)), path, where, f"'{name}' must be text or null")
+        _check(_texts(raw.get("globs", [])), path, where, "'globs' must be a list of text")
+        known = {f.name for f in fields(cls)} - {"extra"}
+        r = cls(**{k: raw[k] for k in known if raw.get(k) is not None})
+        r.extra = {k: v for k, v in raw.items() if k not in known}
+        return r
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        out["globs"] = list(self.globs)
+        out.update(self.extra)
+        return out
+
+    def live(self, now: datetime) -> bool:
+        """Still in force at `now`; an unreadable end time counts as ended (nothing waits for ever)."""
+        ends = parse(self.expires_at)
+        return ends is not None and ends > now
+
+
+def load_reservations(raw: Any, path: str = RES_FILE) -> list[Reservation]:
+    """Reservations from the parsed file (None: no file, none)."""
+    if raw is None:
+        return []
+    _check(isinstance(raw, dict) and isinstance(raw.get("reservations", []), list), path, "the file",
+           'must be a JSON object {"reservations": [...]}')
+    return [Reservation.from_dict(r, path) for r in raw.get("reservations", [])]
+
+
+def dump_reservations(reservations: list[Reservation]) -> dict[str, Any]:
+    return {"reservations": [r.to_dict() for r in reservations]}
+
+
+def _questions(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(q, dict) and all(_opt_str(q.get(k)) for k in QUESTION_KEYS)
+                                       for q in v)
 
 
 def _texts(v: Any) -> bool:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from graphlib import CycleError, TopologicalSorter
 from typing import Any
 
-from . import validate
+from . import globs, validate
 from .defaults import MAX_ATTEMPTS
 from .errors import InvalidInput
 from .models import META_FILE, QUEUE_FILE, TASKS_DIR, Task, instruction_path
@@ -102,7 +102,7 @@ def _item(raw: Any, number: int, base: str, where: str, max_attempts: int | None
         checked = validate.task_fields(raw.get("description"), None, _list(raw, "context", here),
                                        _list(raw, "requires", here), raw.get("priority", 0), [],
                                        raw.get("max_attempts", max_attempts or MAX_ATTEMPTS))
-        checked["touches"] = [validate.relative_path(g, "touches glob") for g in _list(raw, "touches", here)]
+        checked["touches"] = globs.check_all(_list(raw, "touches", here))
         ids = [validate.task_id(d) for d in deps if not isinstance(d, str)]
         text = _instructions(raw, base, here)
     except InvalidInput as exc:

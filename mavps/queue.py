@@ -11,20 +11,21 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Callable, Iterable, Sequence
 
-from . import validate
+from . import globs, validate
 from .defaults import (ARCHIVE_BATCH, KEEP_FINISHED, LEASE_TTL, MAX_ATTEMPTS, MAX_DESCRIPTION,  # noqa: F401
                        MAX_PRIORITY, MAX_RESULT, RANGES)
 from .errors import InvalidInput, MavpsError, NotFound
-from .models import (ARCHIVE_FILE, FINISHED, META_FILE, QUEUE_FILE, TASKS_DIR, WORKERS_FILE, Task, TaskStatus,
-                     Worker, instruction_path)
+from .models import (ARCHIVE_FILE, FINISHED, META_FILE, QUEUE_FILE, RES_FILE, TASKS_DIR, WORKERS_FILE, Reservation,
+                     Task, TaskStatus, Worker, instruction_path, load_reservations)
 from .rules import (already_completed, as_reaped, blocked_reason, by_token, check_holder, claimable,  # noqa: F401
                     dead_dependency, dependency_cycle, dependency_index, dependency_problem, edited_dependency_problem,
                     filter_tasks, find,
                     held_by, is_stuck, known_capabilities, missing_dependencies, path_problem, to_archive)
+from .rules import holds
 from .rules import reap as reap_leases
 from .state import (archive_lines, dump_tasks, dump_workers, load_meta, load_tasks, load_workers,  # noqa: F401
                     parse_archive, read_tasks, read_workers)
@@ -47,6 +48,7 @@ class NextTask:
     tasks: list[Task]
     worker: Worker
     now: datetime
+    reservations: list[Reservation] = field(default_factory=list)
 
 
 @dataclass
@@ -115,20 +117,24 @@ class Queue:
     def ready(self, capabilities: Iterable[str] | None = None) -> list[Task]:
         """What is claimable now (by a worker with these capabilities, if given)."""
         caps = None if capabilities is None else set(validate.capabilities(list(capabilities)))
-        tasks = self._tasks()
-        return claimable(as_reaped(tasks, utcnow()), caps, self.dependency_index(tasks))
+        raw = self.store.look([QUEUE_FILE, RES_FILE])  # the reservations in the same two round trips
+        tasks, now = read_tasks(raw[QUEUE_FILE]), utcnow()
+        return claimable(as_reaped(tasks, now), caps, self.dependency_index(tasks), read_reservations(raw[RES_FILE]),
+                         now)
 
     def waiting(self) -> list[tuple[Task, str]]:
         """Pending tasks that cannot be claimed now, each with why (see `rules.blocked_reason`).
 
-        Two round trips (the queue and the worker registry), two more when the
+        Two round trips (the queue, the worker registry and the reservations), two more when the
         archive must be read (a pending task depends on an id the queue lacks).
         """
-        raw = self.store.look([QUEUE_FILE, WORKERS_FILE])
+        raw = self.store.look([QUEUE_FILE, WORKERS_FILE, RES_FILE])
         caps = known_capabilities(read_workers(raw[WORKERS_FILE]))
-        tasks = as_reaped(read_tasks(raw[QUEUE_FILE]), utcnow())
+        now = utcnow()
+        tasks = as_reaped(read_tasks(raw[QUEUE_FILE]), now)
         index = self.dependency_index(tasks)
-        return [(t, why) for t in tasks if (why := blocked_reason(t, index, caps)) is not None]
+        held = holds(tasks, read_reservations(raw[RES_FILE]), now)
+        return [(t, why) for t in tasks if (why := blocked_reason(t, index, caps, held)) is not None]
 
     def blocked_reason(self, task: Task) -> str | None:
         """Why this task cannot be claimed now, or None (see `rules.blocked_reason`)."""
@@ -191,16 +197,17 @@ class Queue:
     def add(self, description: str, instructions: str | None = None, *, instruction_file: str | None = None,
             context_files: Sequence[str] = (), requires: Sequence[str] = (), priority: int = 0,
             depends_on: Sequence[int] = (), max_attempts: int | None = None, agent: str | None = None,
-            extra: dict[str, Any] | None = None, hold: bool = False) -> Task:
+            extra: dict[str, Any] | None = None, hold: bool = False, touches: Sequence[str] = ()) -> Task:
         """Add a pending task; its instructions go to tasks/task-<id>-instructions.md.
 
         `hold`: a draft nobody can claim until `release_hold` (to be filled in with `edit` first).
+        `touches`: globs of the files it will write (globs.py); it waits while another holds one of them.
         """
         if instructions is not None and instruction_file is not None:
             raise InvalidInput("give instructions as text or as an existing file, not both")
         checked = validate.task_fields(description, instruction_file, context_files, requires, priority, depends_on,
                                        self.settings.max_attempts if max_attempts is None else max_attempts)
-        draft = Task(id=0, **checked, held=bool(hold))
+        draft = Task(id=0, **checked, held=bool(hold), touches=globs.check_all(touches))
         if extra:
             draft.extra = {k: v for k, v in extra.items() if k not in draft.to_dict()}
         text = None if instructions is None else validate.text(instructions, "instructions")
@@ -233,7 +240,7 @@ class Queue:
     def edit(self, task_id: int | str, *, description: str | None = None, instructions: str | None = None,
              context_files: Sequence[str] | None = None, requires: Sequence[str] | None = None,
              priority: int | None = None, depends_on: Sequence[int] | None = None, max_attempts: int | None = None,
-             agent: str | None = None) -> Task:
+             agent: str | None = None, touches: Sequence[str] | None = None) -> Task:
         """Change what is given (None: left as is) of a task that is not running, in one transaction.
 
         New instructions go to tasks/task-<id>-instructions.md (the task then points there). Dependencies
@@ -242,6 +249,8 @@ class Queue:
         tid = validate.task_id(task_id)
         agent = validate.agent_name(agent or self.agent)
         changes = edit_fields(description, context_files, requires, priority, depends_on, max_attempts)
+        if touches is not None:
+            changes["touches"] = globs.check_all(touches)
         text = None if instructions is None else validate.text(instructions, "instructions")
         if not changes and text is None:
             raise InvalidInput("nothing to change: give at least one field (see `mavps task edit --help`)")
@@ -311,7 +320,7 @@ class Queue:
         """
         def pick(txn: Txn, tasks: list[Task], w: Worker, token: str) -> Claimed:
             self._reap(txn, tasks)
-            return Claimed(self._take(txn, tasks, w, token))
+            return Claimed(self._take(txn, tasks, w, token, _reservations(txn)))
 
         return self._ask(worker, capabilities, token, pick).task
 
@@ -326,7 +335,7 @@ class Queue:
         def pick(txn: Txn, tasks: list[Task], w: Worker, token: str) -> Claimed:
             held = self._renew(txn, tasks, w.id)
             if not held:
-                return Claimed(self._take(txn, tasks, w, token))
+                return Claimed(self._take(txn, tasks, w, token, _reservations(txn)))
             w.holds(held[0], txn.now)
             txn.log.append(event(txn, w.id, "task_held", f"{w.id} asked for work while holding task "
                                  f"#{held[0].id}: handed it back, lease renewed", held[0]))
@@ -348,7 +357,7 @@ class Queue:
             self._save(txn, tasks, workers)
             return got
 
-        return self.store.transact([QUEUE_FILE, WORKERS_FILE], change)
+        return self.store.transact([QUEUE_FILE, WORKERS_FILE, RES_FILE], change)
 
     def heartbeat(self, worker: str) -> list[Task]:
         """Renew the leases of every task this worker holds; returns them."""
@@ -368,11 +377,11 @@ class Queue:
             held = self._renew(txn, tasks, worker)
             if w.beat(txn.now):  # a heartbeat means the worker is alive again
                 txn.log.append(event(txn, worker, "worker_active", f"{worker} is active again", None))
-            claimed = self._take(txn, tasks, w, token) if claim and not held else None
+            claimed = self._take(txn, tasks, w, token, _reservations(txn)) if claim and not held else None
             self._save(txn, tasks, workers)
-            return NextTask(held, claimed, tasks, w, txn.now)
+            return NextTask(held, claimed, tasks, w, txn.now, _reservations(txn))
 
-        return self.store.transact([QUEUE_FILE, WORKERS_FILE], change)
+        return self.store.transact([QUEUE_FILE, WORKERS_FILE, RES_FILE], change)
 
     def _renew(self, txn: Txn, tasks: list[Task], worker: str) -> list[Task]:
         """Reap the others' expired leases and renew every lease this worker holds; what it holds."""
@@ -382,9 +391,12 @@ class Queue:
             t.renew(txn.now, self.settings.lease_ttl)
         return held
 
-    def _take(self, txn: Txn, tasks: list[Task], w: Worker, token: str) -> Task | None:
-        """Give the best claimable task to worker `w` (inside a transaction)."""
-        choice = next(iter(claimable(tasks, set(w.capabilities), self.dependency_index(tasks))), None)
+    def _take(self, txn: Txn, tasks: list[Task], w: Worker, token: str,
+              reservations: Sequence[Reservation] = ()) -> Task | None:
+        """Give the best claimable task to worker `w` (inside a transaction): none whose touches overlap
+        what a running task or a live reservation holds (read in the same transaction: no extra round trip)."""
+        choice = next(iter(claimable(tasks, set(w.capabilities), self.dependency_index(tasks), reservations,
+                                     txn.now)), None)
         if choice is None:
             return None
         choice.claim(w.id, token, txn.now, self.settings.lease_ttl)
@@ -426,8 +438,30 @@ class Queue:
 
         return self._as_holder(task_id, worker, token, apply)
 
+    def ask(self, task_id: int | str, worker: str, text: str, token: str | None = None) -> Task:
+        """The holder asks the coordinator a question; the task waits for an answer, its lease renewed."""
+        text = validate.text(text, "question", MAX_RESULT, allow_empty=False)
+
+        def apply(txn: Txn, task: Task, worker: str) -> None:
+            task.ask(worker, text, txn.now, self.settings.lease_ttl)
+            txn.log.append(event(txn, worker, "question_asked", f"{worker} asks on task #{task.id}: {text[:500]}",
+                                 task, question=text[:2000]))
+
+        return self._as_holder(task_id, worker, token, apply, finishes=False)
+
+    def answer(self, task_id: int | str, text: str, agent: str | None = None) -> Task:
+        """Answer the question the task's holder is waiting on (the coordinator, or a person)."""
+        text = validate.text(text, "answer", MAX_RESULT, allow_empty=False)
+
+        def apply(txn: Txn, task: Task, agent: str) -> None:
+            asked = task.answer(text, agent, txn.now)
+            txn.log.append(event(txn, agent, "question_answered", f"{agent} answered {asked.get('asked_by')} on "
+                                 f"task #{task.id}: {text[:500]}", task, answer=text[:2000]))
+
+        return self._as_coordinator(task_id, agent, apply)
+
     def _as_holder(self, task_id: int | str, worker: str, token: str | None, apply: Apply,
-                   repeat: Callable[[Task, str, str | None], bool] | None = None) -> Task:
+                   repeat: Callable[[Task, str, str | None], bool] | None = None, finishes: bool = True) -> Task:
         """One transaction for a verb only the task's holder may use (everyone else is fenced)."""
         tid = validate.task_id(task_id)
         worker = validate.worker_id(worker)
@@ -441,7 +475,10 @@ class Queue:
             self._reap(txn, tasks, spare=[tid])
             w = ensure_worker(txn, workers, worker, None)
             apply(txn, task, worker)
-            w.finished(task, txn.now)
+            if finishes:
+                w.finished(task, txn.now)
+            else:
+                w.holds(task, txn.now)
             self._save(txn, tasks, workers)
             return task
 
@@ -522,6 +559,18 @@ def edit_fields(description: str | None, context_files: Sequence[str] | None, re
         "max_attempts": (max_attempts, lambda v: validate.integer(v, "max_attempts", int(low), int(high))),
     }
     return {name: check(value) for name, (value, check) in checks.items() if value is not None}
+
+
+def read_reservations(data: bytes | None) -> list[Reservation]:
+    """Reservations from the file's bytes (None: no file, none)."""
+    from .state import parse_json
+
+    return load_reservations(None if data is None else parse_json(RES_FILE, data))
+
+
+def _reservations(txn: Txn) -> list[Reservation]:
+    """The reservations a transaction read (it lists RES_FILE among its files)."""
+    return load_reservations(txn.json(RES_FILE, None))
 
 
 def _asking(worker: str, capabilities: Sequence[str] | None, token: str | None) -> tuple[str, list[str] | None, str]:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
-from typing import Iterable, NamedTuple
+from typing import Iterable, NamedTuple, Sequence
 
-from . import validate
+from . import globs, validate
 from .defaults import ARCHIVE_BATCH, KEEP_FINISHED
 from .errors import Fenced, InvalidInput, NotFound
-from .models import FINISHED, Task, TaskStatus, Worker
+from .models import FINISHED, Reservation, Task, TaskStatus, Worker
+from .timeutil import parse
 
 
 class Expired(NamedTuple):
@@ -107,20 +108,24 @@ def _completed(task: Task | None) -> bool:
     return task is not None and task.status is TaskStatus.COMPLETED
 
 
-def claimable(tasks: list[Task], caps: set[str] | None, index: dict[int, Task] | None = None) -> list[Task]:
-    """Pending tasks whose dependencies are completed and requirements covered, best first.
+def claimable(tasks: list[Task], caps: set[str] | None, index: dict[int, Task] | None = None,
+              reservations: Sequence[Reservation] = (), now: datetime | None = None) -> list[Task]:
+    """Pending tasks whose dependencies are completed and requirements covered, best first,
+    leaving out those whose touches overlap paths held now (see `holds`, `touch_wait`).
 
     A dependency counts as done only when it is completed: in the queue, or in
     `index` (from `Queue.dependency_index`, which adds archived tasks). One that
     is nowhere to be found is not done.
     """
     index = {t.id: t for t in tasks} if index is None else index
+    held = holds(tasks, reservations, now)
     out = [
         t for t in tasks
         if t.status is TaskStatus.PENDING
         and not t.held
         and all(_completed(index.get(d)) for d in t.depends_on)
         and (caps is None or set(t.requires) <= caps)
+        and not (held and touch_wait(t, held))
     ]
     out.sort(key=lambda t: (-t.priority, t.id))
     return out
@@ -141,7 +146,8 @@ def dependency_index(tasks: list[Task], archived: Iterable[Task]) -> dict[int, T
     return index
 
 
-def blocked_reason(task: Task, tasks_by_id: dict[int, Task], caps_known: set[str] | None) -> str | None:
+def blocked_reason(task: Task, tasks_by_id: dict[int, Task], caps_known: set[str] | None,
+                   held: Sequence["Hold"] = ()) -> str | None:
     """Why a pending task is not claimable, or None (it is, or it is not pending).
 
     "blocked: ..." when a dependency will never complete by itself (cancelled,
@@ -149,7 +155,8 @@ def blocked_reason(task: Task, tasks_by_id: dict[int, Task], caps_known: set[str
     registered worker has one it requires (`caps_known`: their capabilities,
     None to skip this check); "waits for #N" while a dependency is still to
     finish. `tasks_by_id` should come from `Queue.dependency_index`, or an id
-    only the archive holds reads as missing.
+    only the archive holds reads as missing. "waits for GLOB held by #N (W)" /
+    "... reserved by A until T": its touches overlap paths in `held` (see `holds`).
     """
     if task.status is not TaskStatus.PENDING:
         return None
@@ -166,7 +173,89 @@ def blocked_reason(task: Task, tasks_by_id: dict[int, Task], caps_known: set[str
     waits = [d for d in task.depends_on if not _completed(tasks_by_id.get(d))]
     if waits:
         return "waits for " + ", ".join(f"#{d}" for d in waits)
+    return touch_wait(task, held)
+
+
+# ----- touches and reservations ----------------------------------------------------------
+class Hold(NamedTuple):
+    """Paths held now, that no other task touching them may start on: a running task's touches, or a live
+    reservation. `who` ends a reason: "held by #12 (worker-2)", "reserved by alice until 12:30 UTC (why)"."""
+
+    globs: tuple[str, ...]
+    who: str
+    task_id: int | None = None
+    reservation: str | None = None
+
+
+def valid_globs(values: Iterable[str]) -> list[str]:
+    """The well-formed globs among these, normalised; a malformed one (a hand edit) is left out
+    (`mavps doctor` lists it): it neither waits nor blocks."""
+    out = []
+    for v in values:
+        try:
+            out.append(globs.check(v))
+        except InvalidInput:
+            continue
+    return out
+
+
+def holds(tasks: Iterable[Task], reservations: Iterable[Reservation] = (), now: datetime | None = None) -> list[Hold]:
+    """What is held at `now`: the touches of each task in progress under a live lease, and each live
+    reservation. A task with no touches holds nothing. `now` None: every lease and reservation counts."""
+    out = []
+    for t in tasks:
+        if t.status is TaskStatus.IN_PROGRESS and t.touches and not (now is not None and t.lease_expired(now)):
+            out.append(Hold(tuple(valid_globs(t.touches)), f"held by #{t.id} ({_plain(t.claimed_by)})", t.id))
+    for r in reservations:
+        if r.globs and (now is None or r.live(now)):
+            out.append(Hold(tuple(valid_globs(r.globs)), reserved_by(r), reservation=r.id))
+    return [h for h in out if h.globs]
+
+
+def reserved_by(r: Reservation) -> str:
+    """"reserved by alice until 12:30 UTC (reason)": how a reason names a reservation."""
+    ends = parse(r.expires_at)
+    until = f" until {ends:%H:%M} UTC" if ends is not None else ""
+    why = f" ({_plain(r.reason)[:200]})" if r.reason else ""
+    return f"reserved by {_plain(r.by)}{until}{why}"
+
+
+def touch_wait(task: Task, held: Sequence[Hold]) -> str | None:
+    """"waits for GLOB held by ..." when the task's touches overlap paths someone else holds, else None.
+    A task with no touches never waits for them."""
+    mine = valid_globs(task.touches)
+    if not mine:
+        return None
+    for h in held:
+        if h.task_id == task.id:
+            continue
+        pairs = globs.overlapping(mine, h.globs)
+        if pairs:
+            return f"waits for {_plain(pairs[0][1])} {h.who}"
     return None
+
+
+def waiting_on(held_globs: Sequence[str], tasks: Iterable[Task], task_id: int | None = None) -> list[int]:
+    """Pending tasks whose touches overlap these globs (what a hold keeps waiting)."""
+    return [t.id for t in tasks if t.status is TaskStatus.PENDING and t.id != task_id
+            and globs.overlapping(valid_globs(t.touches), held_globs)]
+
+
+def touches_problems(tasks: Iterable[Task]) -> list[str]:
+    """A line for each task touch that is not a well-formed glob (a hand edit: it is ignored)."""
+    out = []
+    for t in tasks:
+        for g in t.touches:
+            try:
+                globs.check(g)
+            except InvalidInput as exc:
+                out.append(f"task {t.id}: {exc}")
+    return out
+
+
+def _plain(text: object) -> str:
+    """Text from the workspace as one printable line (no terminal escapes in a reason)."""
+    return "".join(c if c.isprintable() else "?" for c in str(text or ""))
 
 
 def is_stuck(reason: str | None) -> bool:

@@ -2,19 +2,24 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .config import Config
+from .defaults import BOARD_LOG_RECORDS, BOARD_RECENT
 from .errors import MavpsError, NotFound, TransportError
 from .log import Log, parse_lines
-from .models import META_FILE, QUEUE_FILE, TASKS_DIR, WORKERS_FILE, TaskStatus
+from .models import META_FILE, QUEUE_FILE, RES_FILE, TASKS_DIR, WORKERS_FILE, TaskStatus, load_reservations
 from .queue import Queue, QueueSettings
-from .rules import blocked_reason, claimable, is_stuck, known_capabilities
+from .reservations import Reservations
+from .rules import blocked_reason, claimable, holds, is_stuck, known_capabilities
 from .state import load_tasks, load_workers, parse_json
 from .store import LOG_FILE, Settings, Store, Txn
 from .timeutil import iso, utcnow
 from .transport import Transport, open_transport
 from .workers import Workers, held_ids, is_online
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .inbox import Inbox
 
 STATE_FILES = (QUEUE_FILE, WORKERS_FILE, META_FILE)
 
@@ -38,6 +43,7 @@ class Workspace:
         self.queue = Queue(self.store, self.agent, QueueSettings(self.config.lease_ttl, self.config.max_attempts))
         self.workers = Workers(self.store, self.agent, self.config.worker_timeout)
         self.log = Log(self.store, self.agent)
+        self.reservations = Reservations(self.store, self.agent)
 
     @classmethod
     def open(cls, url: str | None = None, *, config: Config | None = None, agent: str | None = None,
@@ -55,6 +61,13 @@ class Workspace:
                                    connect_timeout=cfg.connect_timeout, reply_timeout=cfg.reply_timeout,
                                    ssh_config=cfg.ssh_config, ssh=cfg.ssh)
         return cls(transport, cfg, agent)
+
+    @property
+    def inbox(self) -> Inbox:
+        """Messages between agents (mavps.inbox): send, unread, take."""
+        from .inbox import Inbox
+
+        return Inbox(self.store, self.agent)
 
     @property
     def location(self) -> str:
@@ -133,7 +146,7 @@ class Workspace:
 
     def board(self, log_lines: int = 10) -> dict[str, Any]:
         """Everything `mavps status` shows, read without the lock in two round trips."""
-        parts = self.store.look_parts({QUEUE_FILE: _whole, WORKERS_FILE: _whole,
+        parts = self.store.look_parts({QUEUE_FILE: _whole, WORKERS_FILE: _whole, RES_FILE: _whole,
                                        LOG_FILE: lambda size: max(0, size - BOARD_LOG_WINDOW)})
         raw = {p: part[0] for p, part in parts.items() if part is not None}
         tasks = load_tasks(parse_json(QUEUE_FILE, raw[QUEUE_FILE]) if QUEUE_FILE in raw else None)
@@ -153,15 +166,18 @@ class Workspace:
                 left = t.lease_left(now)
                 running.append({"id": t.id, "description": t.description, "claimed_by": t.claimed_by,
                                 "claimed_at": t.claimed_at, "attempts": t.attempts,
-                                "lease_left": None if left is None else round(left)})
+                                "lease_left": None if left is None else round(left),
+                                "waiting_for_answer": t.pending_question() is not None})
         index = self.queue.dependency_index(tasks)  # reads the archive only when a dependency is not in the queue
         caps = known_capabilities(workers)
-        waiting = [(t, why) for t in tasks if (why := blocked_reason(t, index, caps)) is not None]
+        found = load_reservations(parse_json(RES_FILE, raw[RES_FILE]) if RES_FILE in raw else None)
+        held = holds(tasks, found, now)  # running tasks' touches and live reservations: what pending ones wait for
+        waiting = [(t, why) for t in tasks if (why := blocked_reason(t, index, caps, held)) is not None]
         return {
             "workspace": self.location,
             "time": iso(now),
             "counts": counts,
-            "ready": [t.id for t in claimable(tasks, None, index)],
+            "ready": [t.id for t in claimable(tasks, None, index, found, now)],
             "in_progress": running,
             "failed": [{"id": t.id, "description": t.description, "error": t.error}
                        for t in tasks if t.status is TaskStatus.FAILED],
@@ -169,9 +185,23 @@ class Workspace:
             "blocked": [{"id": t.id, "description": t.description, "reason": why}
                         for t, why in waiting if is_stuck(why)],
             "waiting": [{"id": t.id, "reason": why} for t, why in waiting if not is_stuck(why)],
+            "reservations": [{"id": r.id, "globs": r.globs, "by": r.by, "until": r.expires_at, "reason": r.reason}
+                             for r in found if r.live(now)],
             "workers": [self._worker_row(w, tasks, now) for w in workers.values()],
+            # questions a worker waits on (`mavps answer ID TEXT`), oldest first
+            "questions": [{"id": t.id, "description": t.description, "asked_by": q.get("asked_by"),
+                           "asked_at": q.get("asked_at"), "text": q.get("text")}
+                          for t in tasks if (q := t.pending_question()) is not None],
             "recent": recent,
         }
+
+    def board_snapshot(self, log_records: int = BOARD_LOG_RECORDS) -> dict[str, Any]:
+        """What the HTML board draws (render/html.py): `board()` plus every live task and the log's newest
+        records, for its graph and timeline (four more round trips)."""
+        snap = self.board(BOARD_RECENT)
+        snap["tasks"] = [t.to_dict() for t in self.queue.list()]
+        snap["log"] = self.log.tail(log_records)
+        return snap
 
     def _worker_row(self, w: Any, tasks: list[Any], now: Any) -> dict[str, Any]:
         """A worker on the board: what it holds comes from the queue (all of it), not its record."""

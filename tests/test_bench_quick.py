@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.bench import BUDGET, EXCHANGE_FILES, exchange_ops, exchange_setup, hook_ops, write_state
+from benchmarks.bench import BUDGET, EXCHANGE_FILES, exchange_ops, exchange_setup, hook_ops, message_ops, write_state
 
 pytestmark = [pytest.mark.bench, pytest.mark.sftp]
 
@@ -56,6 +56,9 @@ def test_round_trips_per_operation(sftp_ws, tmp_path):
         name = "Stop hook, whole (work ready, connected)"
         seen[name], answer = waits(ws, lambda: hooks[name](ws, 0))
         assert answer.outcome == "block" and answer.task_id is not None
+    ops: dict = {}
+    message_ops(ws, 0, lambda name, fn: ops.setdefault(name, waits(ws, fn)))
+    seen.update({name: n for name, (n, _) in ops.items()})
     over = {op: (n, BUDGET[op]) for op, n in seen.items() if n > BUDGET[op]}
     assert not over, f"round-trip waits over budget (got, budget): {over}"
 

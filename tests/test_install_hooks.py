@@ -34,6 +34,8 @@ def test_worker_on_an_empty_project(tmp_path):
     assert result.exit_code == 0, result.output
     data = settings(tmp_path)
     assert data["hooks"]["Stop"] == [{"hooks": [{"type": "command", "command": "mavps hook stop", "timeout": 600}]}]
+    assert data["hooks"]["PreToolUse"] == [{"matcher": "Edit|Write|MultiEdit|NotebookEdit", "hooks": [
+        {"type": "command", "command": "mavps hook pre-tool-use", "timeout": 10}]}]
     assert data["hooks"]["SessionStart"] == [{"matcher": "startup|resume|clear|compact", "hooks": [
         {"type": "command", "command": "mavps hook session-start --role worker", "timeout": 60}]}]
     assert data["env"] == {"CLAUDE_CODE_STOP_HOOK_BLOCK_CAP": "100", "MAVPS_WORKER_ID": "worker-1",
@@ -59,7 +61,9 @@ def test_merges_with_other_hooks_and_keys(tmp_path):
     data = settings(tmp_path)
     assert data["model"] == "opus"
     assert commands(data, "Stop") == ["./notify.sh", "mavps hook stop"]
-    assert data["hooks"]["PreToolUse"] == before["hooks"]["PreToolUse"]
+    assert data["hooks"]["PreToolUse"] == before["hooks"]["PreToolUse"] + [  # the user's guard kept, ours added
+        {"matcher": "Edit|Write|MultiEdit|NotebookEdit",
+         "hooks": [{"type": "command", "command": "mavps hook pre-tool-use", "timeout": 10}]}]
     assert data["env"]["FOO"] == "bar"
     assert data["env"]["CLAUDE_CODE_STOP_HOOK_BLOCK_CAP"] == "500"  # a higher cap is never lowered
     assert data["permissions"] == {"allow": ["Read", "Bash(mavps:*)"], "deny": ["Bash(rm:*)"]}
@@ -90,14 +94,18 @@ def test_updates_its_own_entry_in_place(tmp_path):
     assert "no worker id" in result.output
 
 
-def test_coordinator_has_no_stop_hook_and_switching_removes_it(tmp_path):
+def test_coordinator_gets_its_own_stop_hook_and_switching_replaces_the_workers(tmp_path):
     assert install(tmp_path, "--role", "worker", "--worker", "w").exit_code == 0
     result = install(tmp_path, "--role", "coordinator")
     assert result.exit_code == 0, result.output
     data = settings(tmp_path)
-    assert "Stop" not in data["hooks"]
+    assert commands(data, "Stop") == ["mavps hook stop --role coordinator"]
+    assert data["hooks"]["Stop"][0]["hooks"][0]["timeout"] == 600
     assert commands(data, "SessionStart") == ["mavps hook session-start --role coordinator"]
-    assert "- hooks.Stop: removed 'mavps hook stop'" in result.output
+    assert "~ hooks.Stop: 'mavps hook stop' -> 'mavps hook stop --role coordinator'" in result.output
+    assert install(tmp_path, "--role", "coordinator").output.endswith("already up to date, nothing changed\n")
+    assert install(tmp_path, "--role", "worker").exit_code == 0
+    assert commands(settings(tmp_path), "Stop") == ["mavps hook stop"]
 
 
 def test_local_settings_file(tmp_path):
@@ -203,3 +211,14 @@ def test_hook_session_file_is_private(tmp_path):
     assert state.get("s1")["blocks"] == 1
     state.put("s1", None)
     assert state.get("s1") == {}
+
+
+def test_allow_edits_allows_the_tools_the_path_guard_watches(tmp_path):
+    assert install(tmp_path, "--role", "worker", "--worker", "w").exit_code == 0
+    assert settings(tmp_path)["permissions"]["allow"] == ["Bash(mavps:*)"]  # not without asking
+    result = install(tmp_path, "--role", "worker", "--worker", "w", "--allow-edits")
+    assert result.exit_code == 0, result.output
+    assert settings(tmp_path)["permissions"]["allow"] == ["Bash(mavps:*)", "Edit", "Write", "MultiEdit",
+                                                          "NotebookEdit"]
+    guard = settings(tmp_path)["hooks"]["PreToolUse"][0]
+    assert set(guard["matcher"].split("|")) == {"Edit", "Write", "MultiEdit", "NotebookEdit"}

@@ -13,10 +13,12 @@ from mavps.cli import cli
 pytestmark = pytest.mark.usefixtures("clean_env")
 
 #: `hook ...` speaks Claude Code's protocol on stdout and takes no --json (README); its usage errors still do.
-NO_RUNTIME_FAILURE = {"hook stop", "hook session-start", "doctor", "demo"}
+NO_RUNTIME_FAILURE = {"hook stop", "hook session-start", "hook pre-tool-use", "hook post-tool-use", "doctor",
+                      "demo"}
 
 #: A command line for each command that fails at run time on a directory that is not a workspace.
 FAILING = {
+    "ask": ["ask", "1", "which?", "--worker", "w1"], "answer": ["answer", "1", "this"],
     "cat": ["cat", "x.txt"], "claim": ["claim", "--worker", "w1"], "cleanup": ["cleanup"],
     "complete": ["complete", "1", "--worker", "w1"], "edit": ["edit", "queue"],
     "fail": ["fail", "1", "--worker", "w1"], "init": None, "log": ["log", "hello"], "put": ["put", "x.txt"],
@@ -27,7 +29,9 @@ FAILING = {
     "worker register": ["worker", "register", "w1"], "worker remove": ["worker", "remove", "w1"],
     "get": ["get", "x.txt"], "ls": ["ls"], "plan apply": ["plan", "apply", "PLAN"],
     "task edit": ["task", "edit", "1", "--priority", "3"], "task release": ["task", "release", "1"],
-    "wait": ["wait", "1", "--timeout", "1"],
+    "wait": ["wait", "1", "--timeout", "1"], "board": ["board", "--html", "-"],
+    "reserve": ["reserve", "docs/**"], "reservations": ["reservations"], "unreserve": ["unreserve", "docs/**"],
+    "send": ["send", "--to", "all", "hello"], "inbox": ["inbox"],
     "pull": ["pull", "1", "--to", "pulled"], "push": ["push", "1", "--worker", "w1"],
 }
 

@@ -17,7 +17,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("transport", {"transport"}),
     ("storage (the only layer that builds batches)", {"lockpaths", "recovery", "lock", "transaction", "store",
                                                       "files", "exchange"}),
-    ("queue, workers, log", {"queue", "workers", "log", "plan"}),
+    ("queue, workers, log", {"queue", "workers", "log", "plan", "reservations", "inbox"}),
     ("workspace", {"workspace", "retry", "session"}),
     ("edges: CLI, hooks, rendering", {"render", "hooks", "hook", "hookcli", "cli", "admin", "demo", "trust",
                                       "install", "__init__", "__main__"}),

@@ -13,7 +13,7 @@ from .options import die
 
 #: Commands defined in other modules, loaded on first use: name -> (module:attr, short help).
 LAZY_COMMANDS = {
-    "hook": ("mavps.hookcli:hook", "Claude Code hook entry points (stop, session-start)."),
+    "hook": ("mavps.hookcli:hook", "Claude Code hook entry points (stop, session-start, pre-tool-use, post-tool-use)."),
     "install-hooks": ("mavps.hookcli:install_hooks", "Install the mavps hooks into a Claude Code project."),
 }
 

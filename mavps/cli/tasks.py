@@ -33,10 +33,13 @@ def task() -> None:
 @click.option("--max-attempts", type=int, help="Claims before the task fails for good (default: max_attempts).")
 @click.option("--hold", is_flag=True,
               help="A draft nobody can claim: fill it in with `task edit`, then `task release`.")
+@click.option("--touches", multiple=True, metavar="GLOB",
+              help="Files it will write, relative to the workspace root (repeatable, e.g. 'src/auth/**'): it waits "
+              "while a running task or a reservation holds one of them.")
 @common
 def task_add(description: str, instructions: str | None, instructions_file: IO[str] | None, template: str | None,
              context: tuple[str, ...], requires: tuple[str, ...], priority: int, depends_on: tuple[int, ...],
-             max_attempts: int | None, hold: bool) -> None:
+             max_attempts: int | None, hold: bool, touches: tuple[str, ...]) -> None:
     """Add a task to the queue (with --hold: a draft nobody can claim yet)."""
     given = [x for x in (instructions, instructions_file, template) if x is not None]
     if len(given) > 1:
@@ -47,7 +50,7 @@ def task_add(description: str, instructions: str | None, instructions_file: IO[s
     elif template is not None:
         instructions = _template(template, description, context, requires)
     t = ws.queue.add(description, instructions, context_files=context, requires=requires, priority=priority,
-                     depends_on=depends_on, max_attempts=max_attempts, hold=hold)
+                     depends_on=depends_on, max_attempts=max_attempts, hold=hold, touches=touches)
     emit_task(t, "Added")
 
 
@@ -73,10 +76,13 @@ def _template(name: str, description: str, context: tuple[str, ...], requires: t
 @click.option("--depends-on", type=int, multiple=True, metavar="ID", help="Dependencies (repeatable; replaces them).")
 @click.option("--no-depends-on", is_flag=True, help="Remove every dependency.")
 @click.option("--max-attempts", type=int, help="New number of claims before it fails for good.")
+@click.option("--touches", multiple=True, metavar="GLOB", help="Files it will write (repeatable; replaces the list).")
+@click.option("--no-touches", is_flag=True, help="Declare no touches (it then never waits for paths).")
 @common
 def task_edit(task_id: str, description: str | None, instructions: str | None, instructions_file: IO[str] | None,
               context: tuple[str, ...], no_context: bool, requires: tuple[str, ...], no_requires: bool,
-              priority: int | None, depends_on: tuple[int, ...], no_depends_on: bool, max_attempts: int | None) -> None:
+              priority: int | None, depends_on: tuple[int, ...], no_depends_on: bool, max_attempts: int | None,
+              touches: tuple[str, ...], no_touches: bool) -> None:
     """Change a task that is not running; with no option, edit its instructions in $EDITOR."""
     if instructions is not None and instructions_file is not None:
         raise click.UsageError("give --instructions or --instructions-file, not both")
@@ -85,7 +91,8 @@ def task_edit(task_id: str, description: str | None, instructions: str | None, i
     fields = {"description": description, "instructions": instructions, "priority": priority,
               "max_attempts": max_attempts, "context_files": _listed(context, no_context, "context"),
               "requires": _listed(requires, no_requires, "requires"),
-              "depends_on": _listed(depends_on, no_depends_on, "depends-on")}
+              "depends_on": _listed(depends_on, no_depends_on, "depends-on"),
+              "touches": _listed(touches, no_touches, "touches")}
     q = state().workspace().queue
     if all(v is None for v in fields.values()):
         fields["instructions"] = _edited_instructions(q, task_id)
@@ -137,7 +144,8 @@ def task_show(task_id: str) -> None:
     q = state().workspace().queue
     t = q.get(task_id)
     text, problem = q.read_instructions(t)
-    emit({**task_out(t, text), "instructions_error": problem, "blocked_reason": q.blocked_reason(t)}, plain.task_shown)
+    emit({**task_out(t, text), "instructions_error": problem, "blocked_reason": q.blocked_reason(t),
+          "waiting_for_answer": t.pending_question() is not None}, plain.task_shown)
 
 
 @task.command("cancel", epilog="Example: mavps task cancel 7")

@@ -35,6 +35,7 @@ def claim(worker: str | None, capabilities: tuple[str, ...]) -> None:
             click.echo(f"nothing claimable for {wid} right now (see `mavps ready`)", err=True)
         raise click.exceptions.Exit(EXIT_NOTHING)
     text, problem = ws.queue.read_instructions(t)  # the claim is made: it is reported even if this fails
+    _note_held(t, wid, ws)
     data = {**task_out(t, text), "already_held": got.already_held, "instructions_error": problem}
     emit(data, lambda d: plain.claimed(d, wid, st.given_flags()))
 
@@ -55,7 +56,9 @@ def complete(task_id: str, worker: str | None, result: str | None, source: str) 
     wid, ws = acting_worker(worker, "complete")
     if has_record(source, checked_id(task_id)):
         push(ws.store, task_id, source, wid)
-    emit_task(ws.queue.complete(task_id, wid, result), "Completed")
+    t = ws.queue.complete(task_id, wid, result)
+    _forget_held(t.id)
+    emit_task(t, "Completed")
 
 
 @cli.command(epilog="Example: mavps fail 7 --worker worker-1 --error 'tests fail on CI, see log'")
@@ -66,7 +69,9 @@ def complete(task_id: str, worker: str | None, result: str | None, source: str) 
 def fail(task_id: str, worker: str | None, error: str | None) -> None:
     """Report a task you hold as failed (it is retried while attempts remain)."""
     wid, ws = acting_worker(worker, "fail")
-    emit_task(ws.queue.fail(task_id, wid, error), "Failed")
+    t = ws.queue.fail(task_id, wid, error)
+    _forget_held(t.id)
+    emit_task(t, "Failed")
 
 
 @cli.command(epilog="Example: mavps release 7 --worker worker-1")
@@ -76,7 +81,9 @@ def fail(task_id: str, worker: str | None, error: str | None) -> None:
 def release(task_id: str, worker: str | None) -> None:
     """Give a task you hold back to the queue, untried."""
     wid, ws = acting_worker(worker, "release")
-    emit_task(ws.queue.release(task_id, wid), "Released")
+    t = ws.queue.release(task_id, wid)
+    _forget_held(t.id)
+    emit_task(t, "Released")
 
 
 @cli.command(epilog="Example: mavps reap")
@@ -84,3 +91,19 @@ def release(task_id: str, worker: str | None) -> None:
 def reap() -> None:
     """Return tasks whose lease expired to the queue now (any claim does it too)."""
     emit([task_out(t) for t in state().workspace().queue.reap()], plain.reaped)
+
+
+def _note_held(task, wid: str, ws) -> None:
+    """The local record the path guard reads (hooks/pre_tool_use.py): best effort, the claim stands anyway."""
+    import contextlib
+
+    from ..hooks.pre_tool_use import local_root, project_dir, write_held
+
+    with contextlib.suppress(OSError):
+        write_held(project_dir(), task.id, list(task.touches), wid, ws.location, local_root(ws))
+
+
+def _forget_held(task_id: int) -> None:
+    from ..hooks.pre_tool_use import clear_held, project_dir
+
+    clear_held(project_dir(), task_id)

@@ -7,7 +7,9 @@
     texts.py          every text shown to a model or a person
     decide.py         decide(view, session, clock, limits) -> Decision: pure, no I/O
     stop.py           the Stop hook's thin I/O loop around decide()
+    coordinator.py    the coordinator's Stop hook: news of the tasks it added, as a short digest
     session_start.py  the SessionStart hook
+    post_tool_use.py  the PostToolUse hook: unread messages as additionalContext, mid-task
 
 `mavps.hookcli` is the click layer; `hooks/*.py` at the top of the repository
 are shims for settings that name a file.

@@ -18,6 +18,12 @@ The rules, for a worker:
    else block with "stop again to keep waiting" (the runaway guard counts
    only blocks that could not wait, each of which is a wasted turn);
 5. the workspace failed -> let it stop, with the reason on stderr.
+
+A worker that holds a task with a question (`mavps ask`):
+- its answer came and was not handed over in this session -> block with it;
+- still unanswered and not waited -> wait in the hook for the answer (heartbeats keep the lease);
+- still unanswered after waiting -> block with "end your turn to keep waiting" (the runaway guard counts it
+  only when the hook could not really wait, as for work).
 """
 from __future__ import annotations
 
@@ -37,6 +43,9 @@ WAIT = "wait"  # nothing yet: wait in the hook for `Decision.wait` seconds, then
 NO_WORK = "no_work"  # block: nothing to do, end your turn again
 LET_GO = "let_go"  # let the agent stop (idle or runaway), mark it offline
 ERROR = "error"  # the workspace failed: let the agent stop, say why on stderr
+AWAIT_ANSWER = "await_answer"  # its question is unanswered: wait in the hook for `Decision.wait` seconds
+ANSWER = "answer"  # block with the answer to its question
+ASKING = "asking"  # block: still no answer, end your turn to keep waiting
 
 #: A wait shorter than this did not really wait: its block counts for the runaway guard.
 SPIN_SECONDS = 1.0
@@ -65,6 +74,7 @@ class View:
     held: Sequence[Task] = ()  # tasks it holds (leases just renewed)
     record: Worker | None = None  # its record in worker-status.json
     waited: float | None = None  # seconds waited for work in this call; None: not waited yet
+    answer_waited: float | None = None  # seconds waited for an answer in this call; None: not waited yet
     error: str | None = None  # set: the workspace could not be used (why)
 
 
@@ -84,7 +94,7 @@ class Decision:
 
     @property
     def block(self) -> bool:
-        return self.kind in (HAND_OVER, REMIND, NO_WORK)
+        return self.kind in (HAND_OVER, REMIND, NO_WORK, ANSWER, ASKING)
 
     @property
     def outcome(self) -> str:
@@ -122,7 +132,7 @@ def decide(view: View, session: SessionRecord, clock: Clock, limits: Limits) -> 
     progress = marker(view.record)
     blocks = session.blocks if session.marker == progress else 0
     if view.held:
-        return _remind(view, session, blocks, limits)
+        return _asked(view, session, blocks, limits) or _remind(view, session, blocks, limits)
     idle = idle_seconds(session, view.record, now)
     if view.waited is None:
         return Decision(WAIT, wait=max(0.0, min(limits.hook_wait, limits.idle_timeout - idle)), session=session)
@@ -134,6 +144,43 @@ def decide(view: View, session: SessionRecord, clock: Clock, limits: Limits) -> 
     return Decision(NO_WORK, reason=texts.waiting_reason(view.worker, view.waited, idle, limits.idle_timeout),
                     session=session.counted(blocks + 1 if spun else blocks, progress),
                     message=texts.no_work_yet(view.worker))
+
+
+def answer_key(task: Task) -> str:
+    """Names the last question of a task under its current claim (what the session remembers handing over)."""
+    return f"{task.id}:{len(task.questions) - 1}:{task.claim_token or ''}"
+
+
+def new_answer(task: Task, worker: str, session: SessionRecord) -> dict[str, Any] | None:
+    """The answer to this worker's last question on the task, asked under this claim and not yet handed over."""
+    if not task.questions:
+        return None
+    last = task.questions[-1]
+    if last.get("asked_by") != worker or last.get("answer") is None or answer_key(task) in session.delivered:
+        return None
+    asked, claimed = parse(last.get("asked_at")), parse(task.claimed_at)
+    return last if asked is None or claimed is None or asked >= claimed else None
+
+
+def _asked(view: View, session: SessionRecord, blocks: int, limits: Limits) -> Decision | None:
+    """A held task with a question of the worker's: hand the answer over, wait for it, or say it is awaited."""
+    for task in view.held:
+        got = new_answer(task, view.worker, session)
+        if got is not None:
+            return Decision(ANSWER, reason=texts.answer_reason(task, view.worker, got), task=task,
+                            session=session.delivering(answer_key(task)).counted(0, marker(view.record)),
+                            message=texts.answered(view.worker, task.id))
+    task = next((t for t in view.held if (q := t.pending_question()) and q.get("asked_by") == view.worker), None)
+    if task is None:
+        return None
+    if view.answer_waited is None:
+        return Decision(AWAIT_ANSWER, task=task, wait=max(0.0, limits.hook_wait), session=session)
+    spun = view.answer_waited < SPIN_SECONDS
+    if spun and blocks >= limits.max_blocks:
+        return _let_go(texts.runaway_asking(view.worker, blocks, task.id), "hook_runaway")
+    return Decision(ASKING, reason=texts.asking_reason(task, view.worker, view.answer_waited), task=task,
+                    session=session.counted(blocks + 1 if spun else blocks, marker(view.record)),
+                    message=texts.awaits_answer(view.worker, task.id))
 
 
 def _remind(view: View, session: SessionRecord, blocks: int, limits: Limits) -> Decision:

@@ -21,6 +21,8 @@ from ..localfile import atomic_write, locked
 
 #: Sessions remembered in the hook state file (oldest dropped first).
 MAX_SESSIONS = 200
+#: Answers remembered as handed over, per session (a worker asks one question at a time).
+MAX_DELIVERED = 50
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class SessionRecord:
     started: str | None = None  # ISO stamp, server time: "session_started" on disk
     blocks: int = 0  # blocks in a row with no progress
     marker: list[Any] | None = None  # [last claim, last completion] when `blocks` was counted
+    delivered: tuple[str, ...] = ()  # answers to the worker's questions already handed over (`answer_key`)
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -44,16 +47,24 @@ class SessionRecord:
         started = data.pop("session_started", None)
         worker = data.pop("worker", None)
         data.pop("updated", None)
+        delivered = data.pop("answers_delivered", None)
+        delivered = tuple(k for k in delivered if isinstance(k, str)) if isinstance(delivered, list) else ()
         return cls(worker=worker if isinstance(worker, str) else None,
                    started=started if isinstance(started, str) else None, blocks=max(0, blocks),
-                   marker=marker if isinstance(marker, list) else None, extra=data)
+                   marker=marker if isinstance(marker, list) else None, delivered=delivered, extra=data)
 
     def to_dict(self) -> dict[str, Any]:
         out = dict(self.extra)
         out.update(worker=self.worker, session_started=self.started, blocks=self.blocks)
         if self.marker is not None:
             out["marker"] = list(self.marker)
+        if self.delivered:
+            out["answers_delivered"] = list(self.delivered)
         return out
+
+    def delivering(self, key: str) -> "SessionRecord":
+        """This record with one more answer handed over (the newest MAX_DELIVERED kept)."""
+        return replace(self, delivered=(*[k for k in self.delivered if k != key], key)[-MAX_DELIVERED:])
 
     def counted(self, blocks: int, marker: list[Any]) -> "SessionRecord":
         return replace(self, blocks=blocks, marker=list(marker))

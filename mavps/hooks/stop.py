@@ -24,13 +24,13 @@ from typing import Any, Callable, Mapping
 
 from ..config import Config
 from ..errors import MavpsError
-from ..models import QUEUE_FILE, WORKERS_FILE, Task, Worker, WorkerStatus
+from ..models import QUEUE_FILE, RES_FILE, WORKERS_FILE, Reservation, Task, Worker, WorkerStatus, load_reservations
 from ..state import load_tasks, load_workers
 from ..retry import Retrying
 from ..codec import parse_json
 from ..timeutil import after, iso, parse
 from . import texts
-from .decide import HAND_OVER, WAIT, Decision, Limits, View, decide
+from .decide import AWAIT_ANSWER, HAND_OVER, WAIT, Decision, Limits, View, decide
 from .options import HookOptions, bounded
 from .protocol import HookAnswer
 from .session import SessionRecord, SessionState
@@ -48,21 +48,23 @@ class Probe:
         self.mono_at = opts.monotonic()
         self.record: Worker | None = None
         self.tasks: list[Task] = []
+        self.reservations: list[Reservation] = []
 
     def begin(self, claim: bool = True) -> View:
         """Heartbeat and, if the worker holds nothing, claim: one transaction, which also
         brings back the queue, the worker's record and the server's time."""
         found = self.conn.run(lambda ws: ws.queue.next_task(self.worker, self.caps, claim=claim))
-        self.tasks, self.record = found.tasks, found.worker
+        self.tasks, self.record, self.reservations = found.tasks, found.worker, found.reservations
         self.server_now, self.mono_at = found.now, self.opts.monotonic()
         if self.server_now is None:  # cannot happen after a heartbeat, unless someone edits by hand
             self.server_now = parse(iso(datetime.now().astimezone()))
         return View(self.worker, claimed=found.claimed, held=found.held, record=self.record)
 
     def look(self) -> None:
-        """Lock-free read of the queue and the worker's record (two round trips)."""
-        raw = self.conn.run(lambda ws: ws.store.look([QUEUE_FILE, WORKERS_FILE]))
+        """Lock-free read of the queue, the reservations and the worker's record (two round trips)."""
+        raw = self.conn.run(lambda ws: ws.store.look([QUEUE_FILE, WORKERS_FILE, RES_FILE]))
         self.tasks = load_tasks(None if raw[QUEUE_FILE] is None else parse_json(QUEUE_FILE, raw[QUEUE_FILE]))
+        self.reservations = load_reservations(None if raw[RES_FILE] is None else parse_json(RES_FILE, raw[RES_FILE]))
         workers = load_workers(None if raw[WORKERS_FILE] is None else parse_json(WORKERS_FILE, raw[WORKERS_FILE]))
         rec = workers.get(self.worker)
         if rec is not None:
@@ -88,8 +90,9 @@ class Probe:
 
         queue = self.conn.ws.queue
         caps = set(self.caps) if self.caps else set(self.record.capabilities if self.record else [])
-        tasks = self.tasks if self.server_now is None else as_reaped(self.tasks, self.now())
-        return bool(claimable(tasks, caps, queue.dependency_index(tasks)))
+        now = None if self.server_now is None else self.now()
+        tasks = self.tasks if now is None else as_reaped(self.tasks, now)
+        return bool(claimable(tasks, caps, queue.dependency_index(tasks), self.reservations, now))
 
     def claim(self) -> Task | None:
         """Claim for the worker; a retry after a dropped connection reuses the claim's token."""
@@ -118,6 +121,29 @@ class Probe:
                 last_beat = mono()
                 if held:  # given a task by someone else meanwhile
                     return View(self.worker, held=held, record=self.record, waited=mono() - started)
+            else:
+                self.look()
+
+    def wait_for_answer(self, task_id: int, budget: float) -> View:
+        """Poll lock-free with backoff for up to `budget` seconds until the question on `task_id` is answered
+        (or the task is no longer the worker's), heartbeating every `heartbeat_every` so the lease is kept."""
+        opts, mono = self.opts, self.opts.monotonic
+        started = last_beat = mono()
+        pause = opts.poll_start
+        while True:
+            waited = mono() - started
+            held = [t for t in self.tasks if t.held_by(self.worker)]
+            task = next((t for t in held if t.id == task_id), None)
+            if task is None:  # cancelled, or its lease ran out: no answer is coming for this worker
+                return View(self.worker, held=held, record=self.record, waited=waited, answer_waited=waited)
+            left = budget - waited
+            if task.pending_question() is None or left <= 0:
+                return View(self.worker, held=held, record=self.record, answer_waited=waited)
+            opts.sleep(min(pause, left))
+            pause = min(pause * 1.5, opts.poll_max)
+            if mono() - last_beat >= opts.heartbeat_every:
+                self.heartbeat()  # renews the lease; brings the queue back
+                last_beat = mono()
             else:
                 self.look()
 
@@ -164,6 +190,9 @@ def _decide(probe: Probe, session: SessionRecord, limits: Limits) -> Decision:
     if decision.kind == WAIT:
         view = probe.wait_for_work(decision.wait)
         decision = decide(view, decision.session or session, probe, limits)
+    elif decision.kind == AWAIT_ANSWER and decision.task is not None:
+        view = probe.wait_for_answer(decision.task.id, decision.wait)
+        decision = decide(view, decision.session or session, probe, limits)
     return decision
 
 
@@ -179,6 +208,7 @@ def _carry_out(d: Decision, probe: Probe, state: SessionState, session_id: str, 
         except (MavpsError, OSError) as exc:
             text = texts.unreadable_instructions(task, exc)
         reason = texts.task_reason(task, worker, text, location, True)
+        _note_held(task, worker, probe)
         note = _auto_pull(probe, task, pull_to)
         if note:
             reason += "\n\n" + note
@@ -193,7 +223,33 @@ def _carry_out(d: Decision, probe: Probe, state: SessionState, session_id: str, 
             state.put(session_id, None)
         elif d.session is not None:
             state.put(session_id, d.session.to_dict())
+    if d.block and reason is not None:
+        reason = _with_messages(probe, reason, state, session_id)
     return _answer(d, reason)
+
+
+def _note_held(task: Task, worker: str, probe: Probe) -> None:
+    """The local record the path guard reads (pre_tool_use.py), in the project: best effort."""
+    from .pre_tool_use import local_root, project_dir, write_held
+
+    ws = probe.conn.ws
+    with contextlib.suppress(OSError):
+        write_held(project_dir(), task.id, list(task.touches), worker, ws.location, local_root(ws))
+
+
+def _with_messages(probe: Probe, reason: str, state: SessionState, session_id: str) -> str:
+    """The agent's unread messages at the top of a block reason, marked read (taken once, not repeated
+    after a dropped connection: a repeat would find them read and lose them)."""
+    import time
+
+    from .post_tool_use import take_new
+
+    ws = probe.conn.ws
+    try:
+        msgs = take_new(ws, probe.worker, probe.caps or [], state, session_id, ws.config.workspace, time.time())
+    except (MavpsError, OSError):
+        return reason
+    return f"{texts.messages_block(msgs)}\n\n{reason}" if msgs else reason
 
 
 def _auto_pull(probe: Probe, task: Task, folder: str) -> str:

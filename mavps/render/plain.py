@@ -33,9 +33,33 @@ def one_task(verb: str) -> Callable[[dict], None]:
     return human
 
 
+def asked(t: dict) -> None:
+    """`ask`: the question is recorded; what the asker does next."""
+    click.echo(f"Asked on task #{t['id']}: waiting for an answer. End your turn now: the Stop hook keeps your "
+               "lease and hands you the answer when it comes.")
+
+
+def answered(t: dict) -> None:
+    """`answer`: the answer is recorded for the asker."""
+    q = (t.get("questions") or [{}])[-1]
+    click.echo(f"Answered {literal(q.get('asked_by'))} on task #{t['id']}: its Stop hook hands the answer over.")
+
+
+def questions(t: dict) -> None:
+    """A task's questions and their answers (`task show`)."""
+    for q in t.get("questions") or []:
+        click.echo(f"question from {literal(q.get('asked_by'))} at {literal(q.get('asked_at'))}: "
+                   f"{literal(q.get('text'))}")
+        if q.get("answer") is None:
+            click.echo(f"  waiting for an answer: mavps answer {t['id']} \"TEXT\"")
+        else:
+            click.echo(f"  answer from {literal(q.get('answered_by'))}: {literal(q.get('answer'))}")
+
+
 def task_shown(d: dict) -> None:
     """`task show`: the task, its instructions, and why it cannot be read or claimed."""
     tables.task_detail(d)
+    questions(d)
     for key, label in (("instructions_error", "the instructions could not be read"), ("blocked_reason", "why")):
         if d[key]:
             click.echo(f"{label}: {literal(d[key])}")
@@ -61,6 +85,8 @@ def claimed(d: dict, wid: str, flags: str) -> None:
                f"(renew with `mavps{flags} worker heartbeat {q(wid)}`)")
     if d.get("context_files"):
         click.echo("context files: " + ", ".join(map(literal, d["context_files"])))
+    if d.get("touches"):
+        click.echo("write only: " + ", ".join(map(literal, d["touches"])) + " (its touches)")
     click.echo(f"\n--- instructions ({literal(d.get('instruction_file'))}) ---")
     if d["instructions_error"]:
         click.echo(f"(the instructions could not be read: {literal(d['instructions_error'])}; the task is "
@@ -120,6 +146,30 @@ def plan_applied(d: dict) -> None:
     click.echo(f"{head}{d['added']} to add, {d['unchanged']} unchanged, {d['changed']} changed (not applied)"
                if d["dry_run"] else f"{d['added']} added, {d['unchanged']} unchanged, {d['changed']} changed "
                "(not applied)")
+
+
+def reserved(r: dict) -> None:
+    why = f" ({literal(r['reason'])})" if r.get("reason") else ""
+    click.echo(f"Reserved {', '.join(map(literal, r['globs']))} for {literal(r['by'])} until "
+               f"{literal(r['expires_at'])}{why} [{literal(r['id'])}]")
+
+
+def unreserved(rows: list[dict]) -> None:
+    for r in rows:
+        click.echo(f"Unreserved {', '.join(map(literal, r['globs']))} (reserved by {literal(r['by'])})")
+
+
+def reservations(rows: list[dict]) -> None:
+    """`reservations`: each hold, who, until when, and the tasks it keeps waiting."""
+    if not rows:
+        click.echo("nothing is reserved or held now")
+        return
+    for r in rows:
+        what = f"reservation {literal(r['id'])}" if r["kind"] == "reservation" else f"task #{r['id']}"
+        why = f" ({literal(r['reason'])})" if r.get("reason") else ""
+        waits = f"; waiting: {ids(r['waiting'])}" if r["waiting"] else ""
+        click.echo(f"{', '.join(map(literal, r['globs']))}: {what} by {literal(r['by'])} until "
+                   f"{literal(r['until'])}{why}{waits}")
 
 
 def reaped(rows: list[dict]) -> None:
@@ -250,8 +300,9 @@ def board_line(b: dict[str, Any]) -> str:
     running = ", ".join(f"#{t['id']} {literal(t['claimed_by'] or '?')}" for t in b["in_progress"]) or "-"
     online = sum(1 for w in b["workers"] if w["online"])
     blocked = ids([t["id"] for t in b["blocked"]]) or "-"
+    asking = ids([q["id"] for q in b.get("questions", [])]) or "-"
     return (f"{counts} | ready {ids(b['ready']) or '-'} | running {running} | blocked {blocked}"
-            f" | workers {online}/{len(b['workers'])} online")
+            f" | questions {asking} | workers {online}/{len(b['workers'])} online")
 
 
 def watch_lines(fetch: Callable[[], dict[str, Any]], interval: float, max_seconds: float | None,

@@ -49,7 +49,10 @@ def task_detail(d: dict[str, Any]) -> None:
         if v in (None, [], ""):
             continue
         shown = ", ".join(map(literal, v)) if isinstance(v, list) else literal(v)
-        c.print(Text.assemble((f"{key:>17}: ", "dim"), (shown, STATUS_STYLE.get(shown, "") if key == "status" else "")))
+        style = STATUS_STYLE.get(shown, "") if key == "status" else ""
+        if key == "status" and d.get("waiting_for_answer"):
+            shown += " (waiting for an answer)"
+        c.print(Text.assemble((f"{key:>17}: ", "dim"), (shown, style)))
     c.print(Text("\n--- instructions ---", style="dim"))
     c.print(cell(d.get("instructions") or "(none)", multiline=True))
 
@@ -92,14 +95,12 @@ def board_renderable(b: dict[str, Any]) -> Group:
             t.add_column(col)
         for r in b["in_progress"]:
             left = r.get("lease_left")
-            t.add_row(cell(r["id"]), cell(r["description"]), cell(r.get("claimed_by")), cell(r.get("attempts", "")),
+            asking = " (waiting for an answer)" if r.get("waiting_for_answer") else ""
+            t.add_row(cell(r["id"]), cell(r["description"]), cell(f"{literal(r.get('claimed_by'))}{asking}"),
+                      cell(r.get("attempts", "")),
                       "?" if left is None else Text(f"{left}s", style="red" if left < 60 else ""))
         parts.append(t)
-    if b["ready"]:
-        parts.append(cell("ready: " + ", ".join(f"#{literal(i)}" for i in b["ready"]), "yellow"))
-    for f in b.get("failed", []):
-        parts.append(cell(f"failed #{literal(f['id'])}: {literal(f['description'])} "
-                          f"({literal(f.get('error') or 'no reason')})", "red"))
+    parts += _board_notes(b)
     if b["workers"]:
         parts.append(workers_table(b["workers"]))
     if b.get("recent"):
@@ -111,6 +112,27 @@ def board_renderable(b: dict[str, Any]) -> Group:
             log.add_row(cell(str(r.get("timestamp", ""))[11:19]), cell(r.get("agent", "")), cell(r.get("message", "")))
         parts.append(log)
     return Group(*parts)
+
+
+def _board_notes(b: dict[str, Any]) -> list[Any]:
+    """The board's one-line notes: questions waiting, ready tasks, what waits for paths, reservations, failures."""
+    notes: list[Any] = []
+    for q in b.get("questions", []):
+        notes.append(cell(f"question on #{literal(q['id'])} from {literal(q.get('asked_by'))}: "
+                          f"{literal(q.get('text'))}  (answer: mavps answer {literal(q['id'])} \"...\")", "magenta"))
+    if b["ready"]:
+        notes.append(cell("ready: " + ", ".join(f"#{literal(i)}" for i in b["ready"]), "yellow"))
+    for w in b.get("waiting", []):
+        if " held by #" in str(w.get("reason")) or " reserved by " in str(w.get("reason")):
+            notes.append(cell(f"#{literal(w['id'])} {literal(w['reason'])}", "dim"))
+    for r in b.get("reservations", []):
+        why = f" ({literal(r['reason'])})" if r.get("reason") else ""
+        notes.append(cell(f"reserved: {', '.join(map(literal, r['globs']))} by {literal(r['by'])} until "
+                          f"{literal(r['until'])}{why}", "magenta"))
+    for f in b.get("failed", []):
+        notes.append(cell(f"failed #{literal(f['id'])}: {literal(f['description'])} "
+                          f"({literal(f.get('error') or 'no reason')})", "red"))
+    return notes
 
 
 def board(b: dict[str, Any]) -> None:
@@ -170,3 +192,5 @@ def demo_summary(s: dict[str, Any]) -> None:
     else:
         c.print(cell("check FAILED: " + "; ".join(map(literal, check["problems"])), "bold red"))
     c.print(cell(f"workspace: {literal(s['workspace'])}", "dim"))
+    if s.get("board"):
+        c.print(cell(f"board: {literal(s['board'])} (open it in a browser)", "bold"))

@@ -38,6 +38,11 @@ for p in (str(ROOT), str(ROOT / "tests"), str(Path(__file__).resolve().parent)):
 BUDGET = {"claim": 4, "complete": 4, "add": 4, "heartbeat": 4, "log append": 3, "status (board)": 2,
           "ready": 2, "hook decision": 2, "Stop hook, whole (work ready, connected)": 6,
           "pull (100 files of 10 KB)": 6, "push (100 files of 10 KB)": 6}
+# Messages (issue 13): a send is one append to the channel and the log (3, like a log append); an inbox read
+# is an lstat batch, the cursor (2) and the channels from it (2), and a take commits the cursor (4); the
+# PostToolUse hook, connected, when nothing is new: one lstat batch.
+BUDGET.update({"send": 3, "inbox (nothing new)": 3, "inbox (one message)": 9,
+               "PostToolUse hook (nothing new, connected)": 1})
 #: The file exchange's figures: this many files of this size under src/, the task touching src/**.
 EXCHANGE_FILES, EXCHANGE_SIZE = 100, 10 * 1024
 
@@ -180,6 +185,58 @@ def hook_ops(tmp: Path) -> dict[str, Callable[[Any, int], Any]] | None:
     return {"hook decision": decision, "Stop hook, whole (work ready, connected)": whole}
 
 
+def message_ops(ws: Any, i: int, timed: Callable[[str, Callable[[], Any]], Any]) -> None:
+    """send, inbox (take) with nothing new and with one message, and the PostToolUse hook with nothing new."""
+    from mavps.hooks import post_tool_use as ptu
+
+    if i == 0:
+        ws.workers.register("w-msg", ["backend"])
+        ws.inbox.send("bench", "w-msg", "makes the channel")  # first sends create the channel files
+        ws.inbox.take("w-msg", ["backend"])
+    timed("send", lambda: ws.inbox.send("bench", "w-msg", f"the API moved to port {8000 + i}"))
+    timed("inbox (one message)", lambda: ws.inbox.take("w-msg", ["backend"]))
+    timed("inbox (nothing new)", lambda: ws.inbox.take("w-msg", ["backend"]))
+    cfg = ws.config.with_values({"worker_id": "w-msg", "capabilities": "backend", "message_check": 0}, "bench")
+    opts = ptu.HookOptions(state_path=str(Path(tempfile.gettempdir()) / f"mavps-bench-ptu-{os.getpid()}.json"))
+    ptu.post_tool_use_hook({"session_id": "bench"}, cfg, opts, open_workspace=lambda **kw: _KeepOpen(ws))
+    timed("PostToolUse hook (nothing new, connected)",
+          lambda: ptu.post_tool_use_hook({"session_id": "bench"}, cfg, opts, open_workspace=lambda **kw: _KeepOpen(ws)))
+
+
+def measure_post_tool_use(env: Env, rtt_ms: float, reps: int) -> dict[str, Any]:
+    """The PostToolUse hook as Claude Code runs it, a fresh process per tool call: within message_check (no
+    connection), and nothing new (connect + one lstat batch), with paramiko and with an OpenSSH ControlMaster."""
+    path = env.workspace("ptu")
+    with env.open(path, rtt_ms) as ws:
+        ws.init()
+        ws.workers.register("w-ptu")
+        ws.inbox.send("bench", "w-ptu", "first")
+    base = {**os.environ, "MAVPS_WORKSPACE": env.url(path, rtt_ms), "MAVPS_IDENTITY_FILE": env.server.client_key,
+            "MAVPS_KNOWN_HOSTS": env.known_hosts, "MAVPS_SSH_CONFIG": os.devnull, "MAVPS_WORKER_ID": "w-ptu",
+            "MAVPS_CONFIG": os.devnull, "PYTHONPATH": str(ROOT),
+            "MAVPS_HOOK_STATE": str(env.tmp / f"ptu-state-{rtt_ms:g}.json")}
+    stdin = json.dumps({"session_id": "bench", "hook_event_name": "PostToolUse", "tool_name": "Bash"})
+
+    def runs(extra: dict[str, str], n: int, says: str = "") -> list[float]:
+        out = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            res = subprocess.run([sys.executable, "-m", "mavps.hookcli", "post-tool-use"], input=stdin,
+                                 capture_output=True, text=True, env={**base, **extra}, cwd=str(ROOT), timeout=60)
+            out.append(time.perf_counter() - t0)
+            assert res.returncode == 0 and says in res.stdout and (says or res.stdout == ""), (res.stdout, res.stderr)
+        return out
+
+    runs({"MAVPS_MESSAGE_CHECK": "0"}, 1, says="first")  # delivers it, remembers the sizes
+    result = {"throttled": statistics.median(runs({"MAVPS_MESSAGE_CHECK": "3600"}, reps)),
+              "nothing new (paramiko)": statistics.median(runs({"MAVPS_MESSAGE_CHECK": "0"}, reps))}
+    if shutil.which("ssh"):
+        cm = {"MAVPS_MESSAGE_CHECK": "0", "MAVPS_SSH": "openssh"}
+        runs(cm, 1)  # starts the ControlMaster (kept 10 min)
+        result["nothing new (openssh, ControlMaster up)"] = statistics.median(runs(cm, reps))
+    return result
+
+
 # ----- per operation --------------------------------------------------------
 def measure_ops(env: Env, rtt_ms: float, reps: int) -> dict[str, dict[str, Any]]:
     from naive import RoundTripCounter, connect, naive_claim
@@ -215,6 +272,7 @@ def measure_ops(env: Env, rtt_ms: float, reps: int) -> dict[str, dict[str, Any]]
             timed("ready", q.ready)
             for name, fn in (hooks or {}).items():
                 timed(name, lambda: fn(ws, i))
+            message_ops(ws, i, timed)
             ops = exchange_ops(ws, exchange_task, env.tmp / f"pulled-{rtt_ms:g}-{i}", i)
             timed("pull (100 files of 10 KB)", ops["pull (100 files of 10 KB)"])
             ops["edit"]()
@@ -241,6 +299,7 @@ def report_ops(results: dict[float, dict[str, dict[str, Any]]], hook_present: bo
     rtts = sorted(results)
     names = ["claim", "complete", "add", "heartbeat", "log append", "status (board)", "ready"]
     names.append("hook decision")
+    names += ["send", "inbox (nothing new)", "inbox (one message)", "PostToolUse hook (nothing new, connected)"]
     if hook_present:
         names.append("Stop hook, whole (work ready, connected)")
     head = ["operation", "round-trip waits (max)", "budget"] + [f"wall ms @ {r:g} ms RTT (median)" for r in rtts]
@@ -679,6 +738,12 @@ def run(args: argparse.Namespace) -> str:
             lines.append(f"\n`python -X importtime -m mavps.cli --help` imports of paramiko/rich/cryptography: "
                          f"{imp['help_heavy'] or 'none'} (exit {imp['help_rc']}).")
         sections.append("### Start-up\n\n" + "\n".join(lines))
+        print("PostToolUse hook ...", file=sys.stderr)
+        prtt = 50
+        ptu = measure_post_tool_use(env, prtt, 3 if quick else 5)
+        sections.append(f"### The PostToolUse hook per tool call, at {prtt} ms RTT\n\n"
+                        "A fresh `python -m mavps.hookcli post-tool-use` process, as Claude Code runs it after each "
+                        "tool call (median):\n\n" + table(["case", "ms"], [[k, ms(v)] for k, v in ptu.items()]))
     finally:
         env.close()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -14,7 +14,11 @@ scripted conversation.  Every request is recorded for assertions.
 ``RUN: <shell command>`` in the latest user turn (the prompt, or a
 ``Stop hook feedback:`` message) is run as one Bash tool call per model turn,
 in order; then the turn ends with ``Text("done")`` (``"nothing to do"`` if
-there were no RUN lines).  Its state comes only from the conversation.
+there were no RUN lines).  A ``WRITE: <path> <text>`` line (path relative to the
+session's working directory) becomes a ``Read`` then a ``Write`` of that file,
+as a model must do to replace a file it has not read; a line ``END TURN``
+ends the turn there (the lines after it are not run).  Its state comes only
+from the conversation.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ __all__ = [
     "RecordedRequest",
     "ScriptedWorker",
     "Text",
+    "Tool",
     "is_main_request",
     "last_instruction",
     "run_lines",
@@ -63,7 +68,19 @@ class Bash:
     command: str
 
 
-Action = Union[Text, Bash]
+@dataclass(frozen=True)
+class Tool:
+    """Call any other tool (``Read``, ``Write``...) with this input (stop_reason ``tool_use``)."""
+
+    name: str
+    input: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def of(cls, name: str, **fields: str) -> "Tool":
+        return cls(name, tuple(fields.items()))
+
+
+Action = Union[Text, Bash, Tool]
 Policy = Callable[[dict[str, Any]], Action]
 
 
@@ -100,6 +117,8 @@ def is_main_request(body: dict[str, Any]) -> bool:
 
 _REMINDER = re.compile(r"<system-reminder>.*?</system-reminder>", re.DOTALL)
 _RUN_LINE = re.compile(r"^[ \t]*RUN:[ \t]*(\S.*?)[ \t]*$", re.MULTILINE)
+_STEP_LINE = re.compile(r"^[ \t]*(?:(RUN|WRITE):[ \t]*(\S.*?)|(END TURN))[ \t]*$", re.MULTILINE)
+_CWD = re.compile(r"Working directory: (/\S+)")
 
 
 def _blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
@@ -137,16 +156,37 @@ def run_lines(text: str) -> list[str]:
     return [m.group(1) for m in _RUN_LINE.finditer(text)]
 
 
-def _bash_calls_after(messages: list[dict[str, Any]], index: int) -> list[str]:
-    """Commands of the Bash tool calls the assistant made after ``index``."""
+def _tool_calls_after(messages: list[dict[str, Any]], index: int) -> list[str]:
+    """Names of the tool calls the assistant made after ``index``."""
     calls = []
     for message in messages[index + 1 :]:
         if message.get("role") != "assistant":
             continue
         for block in _blocks(message):
-            if block.get("type") == "tool_use" and block.get("name") == "Bash":
-                calls.append(str((block.get("input") or {}).get("command", "")))
+            if block.get("type") == "tool_use":
+                calls.append(str(block.get("name")))
     return calls
+
+
+def working_directory(request: dict[str, Any]) -> str | None:
+    """The session's working directory, as Claude Code states it in the system prompt."""
+    found = _CWD.search(json.dumps(request.get("system", "")) + json.dumps(request.get("messages", [])))
+    return found.group(1) if found else None
+
+
+def steps(text: str, cwd: str | None) -> list[Action]:
+    """The tool calls the instruction's RUN and WRITE lines ask for, in order, up to a line `END TURN`."""
+    out: list[Action] = []
+    for m in _STEP_LINE.finditer(text):
+        if m.group(3):
+            break
+        if m.group(1) == "RUN":
+            out.append(Bash(m.group(2)))
+            continue
+        rel, _, content = m.group(2).partition(" ")
+        path = rel if rel.startswith("/") or cwd is None else f"{cwd.rstrip('/')}/{rel}"
+        out += [Tool.of("Read", file_path=path), Tool.of("Write", file_path=path, content=content + "\n")]
+    return out
 
 
 class ScriptedWorker:
@@ -164,12 +204,12 @@ class ScriptedWorker:
     def __call__(self, request: dict[str, Any]) -> Action:
         messages = request.get("messages") or []
         index, text = last_instruction(messages)
-        commands = run_lines(text)
-        if not commands:
+        todo = steps(text, working_directory(request))
+        if not todo:
             return Text(self.idle_text)
-        made = len(_bash_calls_after(messages, index))
-        if made < len(commands):
-            return Bash(commands[made])
+        made = len(_tool_calls_after(messages, index))
+        if made < len(todo):
+            return todo[made]
         return Text(self.done_text)
 
 
@@ -187,10 +227,13 @@ def _usage(output_tokens: int = 1) -> dict[str, int]:
 
 
 def _stop_reason(action: Action) -> str:
-    return "tool_use" if isinstance(action, Bash) else "end_turn"
+    return "end_turn" if isinstance(action, Text) else "tool_use"
 
 
 def _content_block(action: Action) -> dict[str, Any]:
+    if isinstance(action, Tool):
+        return {"type": "tool_use", "id": "toolu_" + uuid.uuid4().hex[:24], "name": action.name,
+                "input": dict(action.input)}
     if isinstance(action, Bash):
         return {
             "type": "tool_use",

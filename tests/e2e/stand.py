@@ -174,6 +174,7 @@ class Stand:
         capabilities: Sequence[str] = (),
         allow_bash: bool = True,
         timings: Mapping[str, float] | None = None,
+        allow_edits: bool = False,
         model_url: str | None = None,
     ) -> Agent:
         """A project dir + HOME for one Claude Code session, set up by ``mavps install-hooks``."""
@@ -193,6 +194,8 @@ class Stand:
             args += ["--capability", cap]
         if allow_bash:
             args.append("--allow-bash")
+        if allow_edits:
+            args.append("--allow-edits")
         done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, (done.stdout, done.stderr)
         settings = json.loads((project / ".claude" / "settings.json").read_text())

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from .claude_env import make_claude_home, require_claude, run_claude
-from .fake_model import Bash, FakeModel, ScriptedWorker, Text, last_instruction, run_lines
+from .fake_model import Bash, FakeModel, ScriptedWorker, Text, Tool, last_instruction, run_lines
 
 pytestmark = pytest.mark.e2e
 
@@ -236,3 +236,21 @@ def test_fake_model_wire_format() -> None:
         assert model.actions() == [Bash("ls")]
         assert model.unknown_paths == ["GET /nowhere"]
         assert model.errors == []
+
+
+@pytest.mark.timeout(300)
+def test_scripted_write_reads_then_writes_a_file(claude: str, fake_model: FakeModel, tmp_path: Path) -> None:
+    """A WRITE line makes the real client Read, then Write the file, in the session's working directory."""
+    project = _project(tmp_path)
+    (project / "notes.txt").write_text("old\n")
+    env = make_claude_home(tmp_path, project, fake_model.url, allow=("Bash", "Read", "Write"))
+
+    done = run_claude("Edit this.\nWRITE: notes.txt new text\n", project, env, timeout=120)
+
+    _check_clean(fake_model, done)
+    assert (project / "notes.txt").read_text() == "new text\n"
+    names = [a.name for a in fake_model.actions() if isinstance(a, Tool)]
+    assert names == ["Read", "Write"]
+    results = [b for r in fake_model.main_requests()[1:] for b in r.body["messages"][-1]["content"]
+               if isinstance(b, dict) and b.get("type") == "tool_result"]
+    assert [r.get("is_error", False) for r in results] == [False, False], results

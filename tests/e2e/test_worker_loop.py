@@ -15,6 +15,7 @@ requests per task, model requests per minute while idle.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -313,7 +314,13 @@ def test_coordinator_session_adds_tasks_workers_complete_them(stand_factory: Any
     coordinator_requests = len(coord_model.main_requests())
     first = str(coord_model.main_requests()[0].body)
     assert "mavps: you are the coordinator" in first  # its SessionStart context reached the model
-    assert coordinator_requests == n + 1, coordinator_requests  # one Bash call per task, one ending turn
+    # One Bash call per task, one ending turn; then its Stop hook kept it until none of its tasks was in
+    # flight, blocking once per digest (or per hook_wait with no news): each completion reported once.
+    feedback = [last_instruction(r.body.get("messages", []))[1] for r in coord_model.main_requests()[n + 1:]]
+    assert coordinator_requests == n + 1 + len(feedback) and feedback, coordinator_requests
+    assert all(t.status.value == "completed" for t in stand.tasks().values())  # it stopped only then
+    reported = [int(x) for text in feedback for x in re.findall(r"^- #(\d+) completed by ", text, re.MULTILINE)]
+    assert sorted(reported) == list(range(1, n + 1)), feedback
     tasks = stand.tasks()
     assert len(tasks) == n, [t.description for t in tasks.values()]
     assert all(t.created_by == "coordinator" for t in tasks.values()), [t.created_by for t in tasks.values()]
