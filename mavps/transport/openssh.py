@@ -29,11 +29,9 @@ import subprocess
 import tempfile
 from typing import IO
 
-import paramiko
-
 from ..errors import ConfigError, TransportError
 from . import ssh_errors as say
-from .sftp import Endpoint, SFTPTransport
+from .sftp import Endpoint, SFTPTransport, paramiko  # paramiko without invoke
 
 CONTROL_PERSIST = 600  # seconds an idle master stays up
 _SOCKET_MAX = 100  # sun_path is 108 bytes; ssh appends a random suffix while binding

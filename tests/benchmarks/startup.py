@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""CLI start-up, old tree against new, side by side: `mavps --help` and a local `mavps status`.
+
+    python tests/benchmarks/startup.py [--old DIR] [--runs N]
+
+DIR is a checkout of the code to compare with (e.g. `git archive 638d97f | tar -x -C DIR`). Each command
+runs as a fresh process (`python -m mavps ...` with PYTHONPATH=tree), N times, median wall and CPU time:
+"warm" with compiled bytecode in place, "cold" from a fresh copy of the tree with PYTHONDONTWRITEBYTECODE=1
+(every module compiled on every run, as after an upgrade or on a read-only install). A bare `python -c pass`
+is measured alongside: what is left above it is mavps's own start-up.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall and CPU (user + sys) seconds of one child process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def measure(tree: Path, args: list[str], runs: int, cold: bool) -> dict[str, float]:
+    """Median wall/CPU of `python -m mavps ARGS` from `tree` (a fresh copy without bytecode when cold)."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    with tempfile.TemporaryDirectory(prefix="mavps-startup-") as tmp:
+        if cold:
+            shutil.copytree(tree / "mavps", Path(tmp) / "mavps",
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            env["PYTHONPATH"] = tmp
+            env["PYTHONDONTWRITEBYTECODE"] = "1"
+        cmd = [sys.executable, "-m", "mavps", *args] if args else [sys.executable, "-c", "pass"]
+        _run(cmd, env)  # writes bytecode when warm
+        samples = [_run(cmd, env) for _ in range(runs)]
+    return {"wall": statistics.median(w for w, _ in samples), "cpu": statistics.median(c for _, c in samples)}
+
+
+def modules(tree: Path, args: list[str]) -> set[str]:
+    """Top-level packages a command imports (python -X importtime)."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    res = subprocess.run([sys.executable, "-X", "importtime", "-m", "mavps", *args], env=env, capture_output=True,
+                         text=True, check=False)
+    return {ln.rsplit("|", 1)[-1].strip().split(".")[0] for ln in res.stderr.splitlines() if "|" in ln}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--old", help="a checkout of the code to compare with")
+    ap.add_argument("--runs", type=int, default=15)
+    a = ap.parse_args()
+    ws = Path(tempfile.mkdtemp(prefix="mavps-startup-ws-"))
+    trees = {"new": ROOT} | ({"old": Path(a.old).resolve()} if a.old else {})
+    subprocess.run([sys.executable, "-m", "mavps", "--workspace", str(ws), "init"], check=True,
+                   env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL)
+    cmds = {"bare `python -c pass`": [], "`mavps --help`": ["--help"],
+            "local `mavps status`": ["--workspace", str(ws), "status"]}
+    rows: list[list[Any]] = []
+    for label, args in cmds.items():
+        for cold in (False, True):
+            row: list[Any] = [label, "cold (no .pyc)" if cold else "warm (.pyc)"]
+            for name, tree in trees.items():
+                m = measure(tree, args, a.runs, cold)
+                row += [f"{m['wall'] * 1000:.0f}", f"{m['cpu'] * 1000:.0f}"]
+            rows.append(row)
+    head = ["command", "bytecode"] + [f"{n} {k} ms" for n in trees for k in ("wall", "CPU")]
+    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    for row in rows:
+        print("| " + " | ".join(str(c) for c in row) + " |")
+    heavy = {"paramiko", "rich", "invoke", "cryptography", "yaml"}
+    for name, tree in trees.items():
+        for label, args in list(cmds.items())[1:]:
+            print(f"\n{name}, {label}: imports {sorted(modules(tree, args) & heavy) or 'none'} of {sorted(heavy)}")
+    shutil.rmtree(ws, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
