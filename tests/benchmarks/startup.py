@@ -30,15 +30,16 @@ def _run(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     """Wall and CPU (user + sys) seconds of one child process."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    # cwd "/": `python -m`/`-c` put the working directory first on sys.path, before PYTHONPATH's tree
+    subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, cwd="/")
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def measure(tree: Path, args: list[str], runs: int, cold: bool) -> dict[str, float]:
+def measure(tree: Path, args: list[str], runs: int, cold: bool, extra: dict[str, str]) -> dict[str, float]:
     """Median wall/CPU of `python -m mavps ARGS` from `tree` (a fresh copy without bytecode when cold)."""
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    env = {**os.environ, **extra, "PYTHONPATH": str(tree)}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     with tempfile.TemporaryDirectory(prefix="mavps-startup-") as tmp:
         if cold:
@@ -56,7 +57,7 @@ def modules(tree: Path, args: list[str]) -> set[str]:
     """Top-level packages a command imports (python -X importtime)."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     res = subprocess.run([sys.executable, "-X", "importtime", "-m", "mavps", *args], env=env, capture_output=True,
-                         text=True, check=False)
+                         text=True, check=False, cwd="/")
     return {ln.rsplit("|", 1)[-1].strip().split(".")[0] for ln in res.stderr.splitlines() if "|" in ln}
 
 
@@ -65,30 +66,55 @@ def main() -> int:
     ap.add_argument("--old", help="a checkout of the code to compare with")
     ap.add_argument("--runs", type=int, default=15)
     a = ap.parse_args()
-    ws = Path(tempfile.mkdtemp(prefix="mavps-startup-ws-"))
+    tmp = Path(tempfile.mkdtemp(prefix="mavps-startup-"))
+    ws = tmp / "ws"
     trees = {"new": ROOT} | ({"old": Path(a.old).resolve()} if a.old else {})
     subprocess.run([sys.executable, "-m", "mavps", "--workspace", str(ws), "init"], check=True,
                    env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL)
+    sys.path.insert(0, str(ROOT / "tests"))
+    from support.sshd import SSHServer
+
+    server = SSHServer(tmp / "sshd").start()
+    (tmp / "empty.yaml").write_text("")
+    ssh_env = {"MAVPS_IDENTITY_FILE": server.client_key, "MAVPS_KNOWN_HOSTS": server.known_hosts,
+               "MAVPS_SSH_CONFIG": os.devnull, "MAVPS_CONFIG": str(tmp / "empty.yaml"),
+               "MAVPS_SSH_CONTROL_DIR": tempfile.mkdtemp(prefix="mvst")}
     cmds = {"bare `python -c pass`": [], "`mavps --help`": ["--help"],
-            "local `mavps status`": ["--workspace", str(ws), "status"]}
+            "local `mavps status`": ["--workspace", str(ws), "status"],
+            "SFTP `mavps status` (paramiko, no added RTT)": ["--workspace", server.url(str(ws)), "status"],
+            "SFTP `mavps status` (openssh, master up)": ["--workspace", server.url(str(ws)), "--ssh", "openssh",
+                                                         "status"]}
+    rows: list[list[Any]] = []
+    try:
+        rows = table_rows(trees, cmds, a.runs, ssh_env)
+    finally:
+        server.stop()
+    print_table(trees, rows)
+    heavy = {"paramiko", "rich", "invoke", "cryptography", "yaml"}
+    for name, tree in trees.items():
+        for label, args in list(cmds.items())[1:3]:
+            print(f"\n{name}, {label}: imports {sorted(modules(tree, args) & heavy) or 'none'} of {sorted(heavy)}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def table_rows(trees: dict[str, Path], cmds: dict[str, list[str]], runs: int, extra: dict[str, str]) -> list[list]:
     rows: list[list[Any]] = []
     for label, args in cmds.items():
         for cold in (False, True):
             row: list[Any] = [label, "cold (no .pyc)" if cold else "warm (.pyc)"]
             for name, tree in trees.items():
-                m = measure(tree, args, a.runs, cold)
+                m = measure(tree, args, runs, cold, extra)
                 row += [f"{m['wall'] * 1000:.0f}", f"{m['cpu'] * 1000:.0f}"]
             rows.append(row)
+    return rows
+
+
+def print_table(trees: dict[str, Path], rows: list[list]) -> None:
     head = ["command", "bytecode"] + [f"{n} {k} ms" for n in trees for k in ("wall", "CPU")]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for row in rows:
         print("| " + " | ".join(str(c) for c in row) + " |")
-    heavy = {"paramiko", "rich", "invoke", "cryptography", "yaml"}
-    for name, tree in trees.items():
-        for label, args in list(cmds.items())[1:]:
-            print(f"\n{name}, {label}: imports {sorted(modules(tree, args) & heavy) or 'none'} of {sorted(heavy)}")
-    shutil.rmtree(ws, ignore_errors=True)
-    return 0
 
 
 if __name__ == "__main__":
