@@ -16,13 +16,13 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("domain (pure rules and records)", {"models", "state", "rules"}),
     ("transport", {"transport"}),
     ("storage (the only layer that builds batches)", {"lockpaths", "recovery", "lock", "transaction", "store",
-                                                      "files"}),
+                                                      "files", "riders"}),
     ("queue, workers, log", {"queue", "workers", "log", "plan"}),
     ("workspace", {"workspace", "retry", "session"}),
     ("edges: CLI, hooks, rendering", {"render", "hooks", "hook", "hookcli", "cli", "admin", "demo", "trust",
                                       "install", "__init__", "__main__"}),
 ]
-BATCH_BUILDERS = {"transport", "lockpaths", "recovery", "lock", "transaction", "store", "files"}
+BATCH_BUILDERS = {"transport", "lockpaths", "recovery", "lock", "transaction", "store", "files", "riders"}
 
 
 def top(module: str) -> str:

@@ -37,6 +37,10 @@ for p in (str(ROOT), str(ROOT / "tests"), str(Path(__file__).resolve().parent)):
 # checked (fstat against lstat) before anything is written to it (knowledge/04, "Never through a link").
 BUDGET = {"claim": 4, "complete": 4, "add": 4, "heartbeat": 4, "log append": 3, "status (board)": 2,
           "ready": 2, "hook decision": 2, "Stop hook, whole (work ready, connected)": 6}
+#: The same for each CLI command, every connection it opens counted after the handshakes: the answer it prints
+#: included (`claim` prints the instructions, `worker heartbeat` the worker's record).
+CLI_BUDGET = {"claim": 4, "complete": 4, "add": 4, "heartbeat": 4, "status (board)": 2, "ready": 2,
+              "Stop hook, whole (work ready, connected)": 6}
 
 
 # ----- environment ----------------------------------------------------------
