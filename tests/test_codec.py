@@ -44,3 +44,13 @@ def test_jq_reads_the_state_files(ws, target):
     out = subprocess.run(["jq", "-r", "keys[0]", str(target.path / "worker-status.json")], capture_output=True,
                          text=True, check=True)
     assert out.stdout.strip() == "w1"
+
+
+def test_null_and_empty_own_fields_are_left_out_unknown_ones_kept(ws, target):
+    ws.queue.add("plain", "# x\n", extra={"custom": None, "tags": []})
+    before = ws.queue.list()
+    ws.queue.add("second", "# y\n")  # rewrites the queue file
+    raw = json.loads((target.path / "task-queue.json").read_bytes())[0]
+    assert "claimed_by" not in raw and "requires" not in raw and "result" not in raw
+    assert raw["custom"] is None and raw["tags"] == [] and raw["status"] == "pending"
+    assert ws.queue.list()[0] == before[0]
