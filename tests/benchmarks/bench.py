@@ -662,14 +662,31 @@ def openssh_version() -> str:
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
-def write_out(path: Path, text: str) -> None:
-    block = f"{START}\n{text}{END}"
+def write_out(path: Path, text: str, start: str = START, end: str = END) -> None:
+    """Put `text` between the markers in the markdown file (a new section at its end if they are not there)."""
+    block = f"{start}\n{text}{end}"
     old = path.read_text() if path.exists() else ""
-    if START in old and END in old:
-        new = old[: old.index(START)] + block + old[old.index(END) + len(END):]
+    if start in old and end in old:
+        new = old[: old.index(start)] + block + old[old.index(end) + len(end):]
     else:
         new = (old + "\n\n" if old else "# Performance\n\n") + "## Benchmark results\n\n" + block + "\n"
     path.write_text(new)
+
+
+SBS_START, SBS_END = "<!-- bench-old-new:start -->", "<!-- bench-old-new:end -->"
+
+
+def side_by_side(old: Path, quick: bool, out: str | None) -> int:
+    """Old and new code in one run (tests/benchmarks/sidebyside.py, startup.py)."""
+    import sidebyside
+    import startup
+
+    text = sidebyside.run(old, quick)
+    text += "\n### CLI start-up, fresh processes\n\n" + startup.report(old, 5 if quick else 15)
+    print(text)
+    if out:
+        write_out(ROOT / out if not os.path.isabs(out) else Path(out), text, SBS_START, SBS_END)
+    return 0
 
 
 def main() -> int:
@@ -677,12 +694,15 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="CI size: fewer repetitions, 0/20 ms, 1 and 4 workers")
     ap.add_argument("--out", help="write the tables into this markdown file (between bench markers)")
     ap.add_argument("--contention-rtt", type=float, default=0.0, help="added RTT for the contention runs (ms)")
+    ap.add_argument("--old", metavar="DIR", help="instead: old (a checkout in DIR) and new side by side (issue 16)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         worker_main(json.loads(args.worker))
         return 0
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    if args.old:
+        return side_by_side(Path(args.old), args.quick, args.out)
     text = run(args)
     print(text)
     if args.out:

@@ -159,6 +159,7 @@ def child_queue(srv: Server, tmp: Path, quick: bool) -> dict[str, Any]:
                              "down": proxy.bytes_down - down})
         finally:
             ws.close()
+        size = (path / "task-queue.json").stat().st_size  # as the code measured writes it
         med = {k: statistics.median(r[k] for r in rows) for k in ("wall", "cpu", "rt", "up", "down")} if rows else {}
         out[str(n)] = {**med, "file": size, "error": error}
     return out

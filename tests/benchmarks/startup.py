@@ -53,25 +53,26 @@ def measure(tree: Path, args: list[str], runs: int, cold: bool, extra: dict[str,
     return {"wall": statistics.median(w for w, _ in samples), "cpu": statistics.median(c for _, c in samples)}
 
 
-def modules(tree: Path, args: list[str]) -> set[str]:
-    """Top-level packages a command imports (python -X importtime)."""
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    res = subprocess.run([sys.executable, "-X", "importtime", "-m", "mavps", *args], env=env, capture_output=True,
-                         text=True, check=False, cwd="/")
-    return {ln.rsplit("|", 1)[-1].strip().split(".")[0] for ln in res.stderr.splitlines() if "|" in ln}
+def modules(tree: Path, args: list[str], extra: dict[str, str]) -> set[str]:
+    """Top-level packages loaded by the end of a command (sys.modules: an import that was refused is not)."""
+    env = {**os.environ, **extra, "PYTHONPATH": str(tree)}
+    code = ("import runpy, sys\nsys.argv = ['mavps'] + sys.argv[1:]\ntry:\n    runpy.run_module('mavps', "
+            "run_name='__main__')\nexcept SystemExit:\n    pass\nsys.stderr.write(' '.join(m for m in sys.modules "
+            "if sys.modules[m] is not None and '.' not in m))")
+    res = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, check=False,
+                         cwd="/")
+    return set(res.stderr.split())
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--old", help="a checkout of the code to compare with")
-    ap.add_argument("--runs", type=int, default=15)
-    a = ap.parse_args()
+def report(old: Path | None, runs: int) -> str:
+    """The start-up table (old and new side by side when `old` is given) and what each command imports."""
     tmp = Path(tempfile.mkdtemp(prefix="mavps-startup-"))
     ws = tmp / "ws"
-    trees = {"new": ROOT} | ({"old": Path(a.old).resolve()} if a.old else {})
+    trees = ({"old": old.resolve()} if old else {}) | {"new": ROOT}
     subprocess.run([sys.executable, "-m", "mavps", "--workspace", str(ws), "init"], check=True,
-                   env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL)
-    sys.path.insert(0, str(ROOT / "tests"))
+                   env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, cwd="/")
+    if str(ROOT / "tests") not in sys.path:
+        sys.path.insert(0, str(ROOT / "tests"))
     from support.sshd import SSHServer
 
     server = SSHServer(tmp / "sshd").start()
@@ -84,17 +85,25 @@ def main() -> int:
             "SFTP `mavps status` (paramiko, no added RTT)": ["--workspace", server.url(str(ws)), "status"],
             "SFTP `mavps status` (openssh, master up)": ["--workspace", server.url(str(ws)), "--ssh", "openssh",
                                                          "status"]}
-    rows: list[list[Any]] = []
+    heavy = {"paramiko", "rich", "invoke", "cryptography"}
     try:
-        rows = table_rows(trees, cmds, a.runs, ssh_env)
+        text = table(trees, table_rows(trees, cmds, runs, ssh_env))
+        for name, tree in trees.items():
+            for label, args in list(cmds.items())[1:4]:
+                got = sorted(modules(tree, args, ssh_env) & heavy)
+                text += f"\n\n{name}, {label} imports: {', '.join(got) or 'none'} (of {', '.join(sorted(heavy))})"
     finally:
         server.stop()
-    print_table(trees, rows)
-    heavy = {"paramiko", "rich", "invoke", "cryptography", "yaml"}
-    for name, tree in trees.items():
-        for label, args in list(cmds.items())[1:3]:
-            print(f"\n{name}, {label}: imports {sorted(modules(tree, args) & heavy) or 'none'} of {sorted(heavy)}")
-    shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return text + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--old", help="a checkout of the code to compare with")
+    ap.add_argument("--runs", type=int, default=15)
+    a = ap.parse_args()
+    print(report(Path(a.old) if a.old else None, a.runs))
     return 0
 
 
@@ -110,11 +119,10 @@ def table_rows(trees: dict[str, Path], cmds: dict[str, list[str]], runs: int, ex
     return rows
 
 
-def print_table(trees: dict[str, Path], rows: list[list]) -> None:
+def table(trees: dict[str, Path], rows: list[list]) -> str:
     head = ["command", "bytecode"] + [f"{n} {k} ms" for n in trees for k in ("wall", "CPU")]
-    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
-    for row in rows:
-        print("| " + " | ".join(str(c) for c in row) + " |")
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+                     + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
 
 
 if __name__ == "__main__":
