@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Callable, Iterable, Sequence
 
@@ -48,6 +48,9 @@ class NextTask:
     tasks: list[Task]
     worker: Worker
     now: datetime
+    #: The instructions of the task to hand over (the one claimed, else the oldest held) by task id, when
+    #: `next_task(..., read=True)` could read them in its own round trips.
+    instructions: dict[int, bytes] = field(default_factory=dict)
 
 
 @dataclass
@@ -375,15 +378,18 @@ class Queue:
         """Renew the leases of every task this worker holds; returns them."""
         return self.next_task(worker, claim=False).held
 
-    def next_task(self, worker: str, capabilities: Sequence[str] | None = None, claim: bool = True) -> NextTask:
+    def next_task(self, worker: str, capabilities: Sequence[str] | None = None, claim: bool = True,
+                  read: bool = False) -> NextTask:
         """Heartbeat, then claim the best task if the worker holds none: the Stop hook's one transaction.
 
         Returns what the worker holds or was just given, and the queue and the
         worker's record as committed (so the caller needs no second look).
         """
         worker, caps, token = _asking(worker, capabilities, None)
+        riding: dict[int, RidingRead] = {}
 
         def change(txn: Txn) -> NextTask:
+            riding.clear()  # an attempt that gave up: its rider is dropped with it
             tasks, workers = self._load(txn)
             w = ensure_worker(txn, workers, worker, caps)
             held = self._renew(txn, tasks, worker)
@@ -391,9 +397,17 @@ class Queue:
                 txn.log.append(event(txn, worker, "worker_active", f"{worker} is active again", None))
             claimed = self._take(txn, tasks, w, token) if claim and not held else None
             self._save(txn, tasks, workers)
+            handed = claimed or (held[0] if held else None)
+            if read and handed is not None and handed.instruction_file:
+                riding[handed.id] = txn.ride(RidingRead(handed.instruction_file))
             return NextTask(held, claimed, tasks, w, txn.now)
 
-        return self.store.transact([QUEUE_FILE, WORKERS_FILE], change)
+        found = self.store.transact([QUEUE_FILE, WORKERS_FILE], change)
+        for tid, rider in riding.items():
+            data = rider.data()
+            if data is not None:
+                found.instructions[tid] = data
+        return found
 
     def _renew(self, txn: Txn, tasks: list[Task], worker: str) -> list[Task]:
         """Reap the others' expired leases and renew every lease this worker holds; what it holds."""

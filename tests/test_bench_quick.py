@@ -28,7 +28,7 @@ def sftp_ws(sshd, tmp_path):
     from mavps import Workspace
 
     path = tmp_path / "ws"
-    write_state(path, finished=250, pending=10)  # a queue with recent history, as archiving leaves it
+    write_state(path, finished=250, pending=10, instructions=True)  # recent history, as archiving leaves it
     ws = Workspace.open(sshd.url(str(path)), agent="bench", **sftp_settings(sshd))
     yield ws
     ws.close()

@@ -58,3 +58,13 @@ def test_a_missing_instruction_file_is_reported_as_before(ws, target):
     assert got.instructions is None
     text, problem = ws.queue.claimed_instructions(got)
     assert text == "" and "no file" in problem
+
+
+def test_the_stop_hooks_hand_over_reads_the_instructions_in_its_transaction(ws):
+    ws.queue.add("one", "# One\n")
+    ws.queue.add("two", "# Two\n")
+    plain, _ = waits(ws, lambda: ws.queue.next_task("w0"))  # claims task 1, reads nothing
+    n, found = waits(ws, lambda: ws.queue.next_task("w1", read=True))
+    assert n == plain and found.claimed.id == 2 and found.instructions == {2: b"# Two\n"}
+    again = ws.queue.next_task("w1", read=True)  # holding task 2: handed back, with its instructions
+    assert again.claimed is None and [t.id for t in again.held] == [2] and again.instructions == {2: b"# Two\n"}

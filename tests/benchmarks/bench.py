@@ -36,11 +36,11 @@ for p in (str(ROOT), str(ROOT / "tests"), str(Path(__file__).resolve().parent)):
 # A lock-free log append costs 3 over SFTP: sftp-server follows a symlink on open, so the opened handle is
 # checked (fstat against lstat) before anything is written to it (knowledge/04, "Never through a link").
 BUDGET = {"claim": 4, "complete": 4, "add": 4, "heartbeat": 4, "log append": 3, "status (board)": 2,
-          "ready": 2, "hook decision": 2, "Stop hook, whole (work ready, connected)": 6}
+          "ready": 2, "hook decision": 2, "Stop hook, whole (work ready, connected)": 4}
 #: The same for each CLI command, every connection it opens counted after the handshakes: the answer it prints
 #: included (`claim` prints the instructions, `worker heartbeat` the worker's record).
 CLI_BUDGET = {"claim": 4, "complete": 4, "add": 4, "heartbeat": 4, "status (board)": 2, "ready": 2,
-              "Stop hook, whole (work ready, connected)": 6}
+              "Stop hook, whole (work ready, connected)": 4}
 
 
 # ----- environment ----------------------------------------------------------
@@ -323,9 +323,10 @@ def _task(i: int, status: str, stamp: str) -> dict[str, Any]:
     return t.to_dict()
 
 
-def write_state(path: Path, finished: int, pending: int) -> None:
+def write_state(path: Path, finished: int, pending: int, instructions: bool = False) -> None:
     """A workspace as the library's archiving leaves it: finished tasks in the archive,
-    the KEEP_FINISHED most recent in the queue, then `pending` live tasks."""
+    the KEEP_FINISHED most recent in the queue, then `pending` live tasks (with their instruction files
+    when `instructions`)."""
     from mavps.models import ARCHIVE_FILE, META_FILE, QUEUE_FILE, WORKERS_FILE
     from mavps.queue import KEEP_FINISHED
     from mavps.store import LOG_FILE, dumps, log_line
@@ -342,6 +343,11 @@ def write_state(path: Path, finished: int, pending: int) -> None:
     (path / WORKERS_FILE).write_bytes(dumps({}))
     (path / META_FILE).write_bytes(dumps({"format": 1, "next_task_id": finished + pending + 1}))
     (path / LOG_FILE).touch()
+    if instructions:
+        from mavps.models import instruction_path
+
+        for i in range(finished + 1, finished + pending + 1):
+            (path / instruction_path(i)).write_text(f"# Task {i}\nDo thing {i}.\n")
 
 
 def measure_history(env: Env, finished: int, rtt_ms: float, reps: int) -> dict[str, Any]:
