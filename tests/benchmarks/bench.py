@@ -339,7 +339,9 @@ def write_state(path: Path, finished: int, pending: int, instructions: bool = Fa
         fh.write(b"".join(log_line(_task(i, "completed", stamp)) for i in range(1, finished - in_queue + 1)))
     live = [_task(i, "completed", stamp) for i in range(finished - in_queue + 1, finished + 1)]
     live += [_task(i, "pending", stamp) for i in range(finished + 1, finished + pending + 1)]
-    (path / QUEUE_FILE).write_bytes(dumps(live))
+    from mavps.state import dump_tasks, load_tasks
+
+    (path / QUEUE_FILE).write_bytes(dumps(dump_tasks(load_tasks(live))))  # as the code measured writes it
     (path / WORKERS_FILE).write_bytes(dumps({}))
     (path / META_FILE).write_bytes(dumps({"format": 1, "next_task_id": finished + pending + 1}))
     (path / LOG_FILE).touch()
