@@ -234,7 +234,7 @@ def _resolve_cached(ssh: str, args: list[str], host: str, path: str, timeout: fl
     `ssh -G` is a process start (~10-20 ms) on every call. A config whose answer may change by itself
     (`Match exec`, `Match localnetwork`) is not cached."""
     stamp = _config_stamp(ssh, args)
-    cache = os.path.join(control, f"mavps-G-{hashlib.sha256(repr((ssh, args, host)).encode()).hexdigest()[:16]}")
+    cache = os.path.join(control, f"ssh-G-{hashlib.sha256(repr((ssh, args, host)).encode()).hexdigest()[:16]}")
     if stamp is not None:
         hit = _cached(cache, stamp)
         if hit is not None:
