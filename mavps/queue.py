@@ -26,6 +26,7 @@ from .rules import (already_completed, as_reaped, blocked_reason, by_token, chec
                     filter_tasks, find,
                     held_by, is_stuck, known_capabilities, missing_dependencies, path_problem, to_archive)
 from .rules import holds
+from .riders import RidingRead
 from .rules import reap as reap_leases
 from .state import (archive_lines, dump_tasks, dump_workers, load_meta, load_tasks, load_workers,  # noqa: F401
                     parse_archive, read_tasks, read_workers)
@@ -49,6 +50,9 @@ class NextTask:
     worker: Worker
     now: datetime
     reservations: list[Reservation] = field(default_factory=list)
+    #: The instructions of the task to hand over (the one claimed, else the oldest held) by task id, when
+    #: `next_task(..., read=True)` could read them in its own round trips.
+    instructions: dict[int, bytes] = field(default_factory=dict)
 
 
 @dataclass
@@ -57,6 +61,8 @@ class Claimed:
 
     task: Task | None
     already_held: bool = False
+    #: The task's instructions as read in the claim's own round trips (`get_work(..., read=True)`), else None.
+    instructions: bytes | None = None
 
 
 @dataclass
@@ -324,7 +330,8 @@ class Queue:
 
         return self._ask(worker, capabilities, token, pick).task
 
-    def get_work(self, worker: str, capabilities: Sequence[str] | None = None, token: str | None = None) -> Claimed:
+    def get_work(self, worker: str, capabilities: Sequence[str] | None = None, token: str | None = None,
+                 read: bool = False) -> Claimed:
         """What a worker asking for work should do: the task it already holds (oldest claimed
         first, all its leases renewed), else a newly claimed one, else nothing.
 
@@ -341,37 +348,57 @@ class Queue:
                                  f"#{held[0].id}: handed it back, lease renewed", held[0]))
             return Claimed(held[0], already_held=True)
 
-        return self._ask(worker, capabilities, token, pick)
+        return self._ask(worker, capabilities, token, pick, read)
 
     def _ask(self, worker: str, capabilities: Sequence[str] | None, token: str | None,
-             pick: Callable[[Txn, list[Task], Worker, str], Claimed]) -> Claimed:
-        """One transaction for a worker asking for work; a retry of a claim that happened returns its task."""
+             pick: Callable[[Txn, list[Task], Worker, str], Claimed], read: bool = False) -> Claimed:
+        """One transaction for a worker asking for work; a retry of a claim that happened returns its task.
+        With `read`, the task's instructions ride in the transaction's last two round trips."""
         worker, caps, token = _asking(worker, capabilities, token)
+        riding: list[RidingRead] = []
 
         def change(txn: Txn) -> Claimed:
+            riding.clear()  # an attempt that gave up: its rider is dropped with it
             tasks, workers = self._load(txn)
             done = by_token(tasks, worker, token)
-            if done is not None:
-                return Claimed(done)  # this claim already happened
-            got = pick(txn, tasks, ensure_worker(txn, workers, worker, caps), token)
-            self._save(txn, tasks, workers)
+            got = Claimed(done) if done is not None else None  # a claim that already happened
+            if got is None:
+                got = pick(txn, tasks, ensure_worker(txn, workers, worker, caps), token)
+                self._save(txn, tasks, workers)
+            if read and got.task is not None and got.task.instruction_file:
+                riding.append(txn.ride(RidingRead(got.task.instruction_file)))
             return got
 
-        return self.store.transact([QUEUE_FILE, WORKERS_FILE, RES_FILE], change)
+        got = self.store.transact([QUEUE_FILE, WORKERS_FILE, RES_FILE], change)
+        if riding:
+            got.instructions = riding[0].data()
+        return got
+
+    def claimed_instructions(self, got: Claimed) -> tuple[str, str | None]:
+        """A claimed task's instructions, and why they could not be read: as read with the claim when they
+        were, else read now (`read_instructions`)."""
+        if got.task is None:
+            return "", None
+        if got.instructions is not None:
+            return got.instructions.decode("utf-8", "replace"), None
+        return self.read_instructions(got.task)
 
     def heartbeat(self, worker: str) -> list[Task]:
         """Renew the leases of every task this worker holds; returns them."""
         return self.next_task(worker, claim=False).held
 
-    def next_task(self, worker: str, capabilities: Sequence[str] | None = None, claim: bool = True) -> NextTask:
+    def next_task(self, worker: str, capabilities: Sequence[str] | None = None, claim: bool = True,
+                  read: bool = False) -> NextTask:
         """Heartbeat, then claim the best task if the worker holds none: the Stop hook's one transaction.
 
         Returns what the worker holds or was just given, and the queue and the
         worker's record as committed (so the caller needs no second look).
         """
         worker, caps, token = _asking(worker, capabilities, None)
+        riding: dict[int, RidingRead] = {}
 
         def change(txn: Txn) -> NextTask:
+            riding.clear()  # an attempt that gave up: its rider is dropped with it
             tasks, workers = self._load(txn)
             w = ensure_worker(txn, workers, worker, caps)
             held = self._renew(txn, tasks, worker)
@@ -379,9 +406,17 @@ class Queue:
                 txn.log.append(event(txn, worker, "worker_active", f"{worker} is active again", None))
             claimed = self._take(txn, tasks, w, token, _reservations(txn)) if claim and not held else None
             self._save(txn, tasks, workers)
+            handed = claimed or (held[0] if held else None)
+            if read and handed is not None and handed.instruction_file:
+                riding[handed.id] = txn.ride(RidingRead(handed.instruction_file))
             return NextTask(held, claimed, tasks, w, txn.now, _reservations(txn))
 
-        return self.store.transact([QUEUE_FILE, WORKERS_FILE, RES_FILE], change)
+        found = self.store.transact([QUEUE_FILE, WORKERS_FILE, RES_FILE], change)
+        for tid, rider in riding.items():
+            data = rider.data()
+            if data is not None:
+                found.instructions[tid] = data
+        return found
 
     def _renew(self, txn: Txn, tasks: list[Task], worker: str) -> list[Task]:
         """Reap the others' expired leases and renew every lease this worker holds; what it holds."""

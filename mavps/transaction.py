@@ -30,6 +30,7 @@ from .timeutil import from_epoch, iso, utcnow
 from .transport.base import Batch, Reply, Transport, joined, opened_is, regular_file
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
@@ -47,6 +48,7 @@ class Txn:
     #: Files removed in the commit (`delete`), and the lstat under the lock of each directory in new_dirs.
     deletes: list[str] = field(default_factory=list)
     dirs: dict[str, Any] = field(default_factory=dict)
+    riders: list[Any] = field(default_factory=list)
 
     def put(self, path: str, data: bytes) -> None:
         """Create or replace a whole non-state file (e.g. instructions) in the commit."""
@@ -60,6 +62,11 @@ class Txn:
             raise RuntimeError("transaction opened with too few new-file slots")
         if path not in self.deletes:
             self.deletes.append(path)
+    def ride(self, rider: R) -> R:
+        """Have a read ride in this transaction's write and commit batches (riders.RidingRead): its
+        `stage(batch, step)` adds requests to them, and closes what it opened when the transaction gives up."""
+        self.riders.append(rider)
+        return rider
 
     def json(self, path: str, default: Any) -> Any:
         data = self.raw.get(path)
@@ -102,6 +109,7 @@ class Transaction(Generic[T]):
         self.dirs: dict[str, Reply] = {}
         self.acquired = 0.0
         self.named: list[str] = []  # new files' temp names once renamed after their target (_stage_puts)
+        self.riders: list[Any] = []  # reads riding in the write and commit batches (Txn.ride)
 
     # ----- round trip 1: take the lock -------------------------------------
     def run(self) -> T:
@@ -192,6 +200,7 @@ class Transaction(Generic[T]):
         txn = Txn(now=server_now, raw=raw, token=self.token, slots=len(self.slots),
                   dirs={d: r.value if r.ok else None for d, r in self.dirs.items()})
         result = self.change(txn)
+        self.riders = txn.riders
         self._check_lease()
         self.log_ok = self._log_usable(log_after, bool(txn.log))
         return txn, result
@@ -239,6 +248,8 @@ class Transaction(Generic[T]):
                 # in our own lock (a link into a later holder's lock would keep it from being released)
                 b.link(f, f"{lp.LOCK}/{lp.held_dir(self.token)}/../{f}.{self.token}.bak")
         wrote_log = self._stage_log(b, txn)
+        for rider in self.riders:
+            rider.stage(b, "write")
         self.tr.run(b)
         try:
             _check_all([r for _, r in checks], "write the new state", "nothing was changed", [p for p, _ in checks])
@@ -377,6 +388,8 @@ class Transaction(Generic[T]):
             b.remove(f"{lp.COMMIT}/{lp.delete_name(p, token)}")
         b.rmdir(lp.COMMIT)
         release = self.lock.stage_release(b, token)
+        for rider in self.riders:
+            rider.stage(b, "commit")
         self.tr.run(b)
         if not committed.ok:
             if txn.log:
@@ -416,6 +429,8 @@ class Transaction(Generic[T]):
             b.close(self.log_h.value)
         b.rmdir(self.txd)
         release = self.lock.stage_release(b, self.token)
+        for rider in self.riders:
+            rider.stage(b, "abort")
         try:
             self.tr.run(b)
             self.lock.released(release, self.token)

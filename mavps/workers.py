@@ -78,6 +78,10 @@ class Workers:
         now = utcnow()
         return [WorkerView(w, is_online(w, now, self.timeout), held_ids(tasks, w.id)) for w in workers.values()]
 
+    def view(self, worker: Worker, now: datetime, held: list[Task]) -> WorkerView:
+        """A worker as listed, from a record a transaction just committed (`held`: oldest claimed first)."""
+        return WorkerView(worker, is_online(worker, now, self.timeout), [t.id for t in held])
+
     def get(self, worker: str) -> WorkerView:
         worker = validate.worker_id(worker)
         for view in self.list():

@@ -7,13 +7,16 @@ budget in tests/benchmarks/bench.py. The full benchmark with wall times is
 """
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from benchmarks.bench import BUDGET, EXCHANGE_FILES, exchange_ops, exchange_setup, hook_ops, message_ops, write_state
+from benchmarks.bench import (BUDGET, CLI_BUDGET, EXCHANGE_FILES, exchange_ops, exchange_setup, hook_ops, message_ops,
+                              write_state)
 
 pytestmark = [pytest.mark.bench, pytest.mark.sftp]
 
@@ -26,7 +29,7 @@ def sftp_ws(sshd, tmp_path):
     from mavps import Workspace
 
     path = tmp_path / "ws"
-    write_state(path, finished=250, pending=10)  # a queue with recent history, as archiving leaves it
+    write_state(path, finished=250, pending=10, instructions=True)  # recent history, as archiving leaves it
     ws = Workspace.open(sshd.url(str(path)), agent="bench", **sftp_settings(sshd))
     yield ws
     ws.close()
@@ -105,3 +108,66 @@ def test_import_mavps_is_light():
                          cwd=str(ROOT), check=True)
     for heavy in ("paramiko", "rich"):
         assert f" {heavy}\n" not in out.stderr and f" {heavy}." not in out.stderr, f"`import mavps` loads {heavy}"
+
+
+# ----- the CLI: every command, as a person or an agent runs it -------------------------------
+@pytest.fixture
+def cli_waits(sshd, tmp_path, monkeypatch):
+    """Run a CLI command (in process, through click) against the real sshd; the round-trip waits of every
+    connection it opened, after the SSH and SFTP handshakes."""
+    from click.testing import CliRunner
+    from conftest import sftp_settings
+
+    import mavps.workspace
+    from mavps.cli import cli
+
+    path = tmp_path / "ws"
+    write_state(path, finished=250, pending=0)
+    for key in [k for k in os.environ if k.startswith("MAVPS_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("MAVPS_CONFIG", os.devnull)
+    monkeypatch.setenv("MAVPS_WORKSPACE", sshd.url(str(path)))
+    for key, value in sftp_settings(sshd).items():
+        monkeypatch.setenv(f"MAVPS_{key.upper()}", value)
+    monkeypatch.setenv("MAVPS_HOOK_STATE", str(tmp_path / "hook-state.json"))
+    monkeypatch.setenv("MAVPS_HOOK_WAIT", "0")
+    opened = []
+    real = mavps.workspace.open_transport
+
+    def counting(*a, **kw):
+        opened.append(real(*a, **kw))
+        return opened[-1]
+
+    monkeypatch.setattr(mavps.workspace, "open_transport", counting)
+
+    def run(*args: str, input: str | None = None, code: int = 0, group=cli) -> tuple[int, str]:
+        opened.clear()
+        result = CliRunner().invoke(group, list(args), input=input, catch_exceptions=False)
+        assert result.exit_code == code, (result.stdout, result.stderr)
+        return sum(t.round_trips for t in opened), result.stdout
+    return run
+
+
+def test_cli_round_trips_per_command(cli_waits):
+    from mavps.hookcli import hook
+
+    seen = {}
+    seen["add"], out = cli_waits("--json", "task", "add", "cli task", "--instructions", "# do it\n")
+    seen["claim"], out = cli_waits("--json", "claim", "--worker", "w1")
+    task = json.loads(out)
+    assert task["instructions"] == "# do it\n" and task["instructions_error"] is None
+    seen["heartbeat"], out = cli_waits("--json", "worker", "heartbeat", "w1")
+    assert json.loads(out)["held_tasks"] == [task["id"]]
+    seen["complete"], _ = cli_waits("--json", "complete", str(task["id"]), "--worker", "w1", "--result", "ok")
+    seen["status (board)"], _ = cli_waits("--json", "status")
+    seen["ready"], _ = cli_waits("--json", "ready")
+    cli_waits("task", "add", "work for the hook", "--instructions", "# do it\n")
+    stop = json.dumps({"session_id": "s1", "stop_hook_active": False, "hook_event_name": "Stop"})
+    os.environ["MAVPS_WORKER_ID"] = "w2"
+    try:
+        seen["Stop hook, whole (work ready, connected)"], out = cli_waits("stop", input=stop, group=hook)
+    finally:
+        del os.environ["MAVPS_WORKER_ID"]
+    assert json.loads(out)["decision"] == "block"
+    over = {op: (n, CLI_BUDGET[op]) for op, n in seen.items() if n > CLI_BUDGET[op]}
+    assert not over, f"CLI round-trip waits over budget (got, budget): {over} (all: {seen})"

@@ -16,13 +16,13 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("domain (pure rules and records)", {"models", "state", "rules", "globs"}),
     ("transport", {"transport"}),
     ("storage (the only layer that builds batches)", {"lockpaths", "recovery", "lock", "transaction", "store",
-                                                      "files", "exchange"}),
+                                                      "files", "exchange", "riders"}),
     ("queue, workers, log", {"queue", "workers", "log", "plan", "reservations", "inbox"}),
     ("workspace", {"workspace", "retry", "session"}),
     ("edges: CLI, hooks, rendering", {"render", "hooks", "hook", "hookcli", "cli", "admin", "demo", "trust",
                                       "install", "__init__", "__main__"}),
 ]
-BATCH_BUILDERS = {"transport", "lockpaths", "recovery", "lock", "transaction", "store", "files", "exchange"}
+BATCH_BUILDERS = {"transport", "lockpaths", "recovery", "lock", "transaction", "store", "files", "exchange", "riders"}
 
 
 def top(module: str) -> str:

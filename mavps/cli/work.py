@@ -26,7 +26,8 @@ def claim(worker: str | None, capabilities: tuple[str, ...]) -> None:
     wid, ws = acting_worker(worker, "claim")
     cfg = st.config()
     caps = list(capabilities) if capabilities else (list(cfg.capabilities) if cfg.capabilities else None)
-    got = ws.queue.get_work(wid, caps)  # a task it already holds comes back first: a lost answer strands nothing
+    # a task it already holds comes back first: a lost answer strands nothing; its instructions come with it
+    got = ws.queue.get_work(wid, caps, read=True)
     t = got.task
     if t is None:
         if st.json:
@@ -34,7 +35,7 @@ def claim(worker: str | None, capabilities: tuple[str, ...]) -> None:
         else:
             click.echo(f"nothing claimable for {wid} right now (see `mavps ready`)", err=True)
         raise click.exceptions.Exit(EXIT_NOTHING)
-    text, problem = ws.queue.read_instructions(t)  # the claim is made: it is reported even if this fails
+    text, problem = ws.queue.claimed_instructions(got)  # the claim is made: it is reported even if this fails
     _note_held(t, wid, ws)
     data = {**task_out(t, text), "already_held": got.already_held, "instructions_error": problem}
     emit(data, lambda d: plain.claimed(d, wid, st.given_flags()))

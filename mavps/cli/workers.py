@@ -33,8 +33,8 @@ def worker_register(worker_name: str, capabilities: tuple[str, ...]) -> None:
 def worker_heartbeat(worker_name: str) -> None:
     """Say the worker is alive and renew the leases of the tasks it holds."""
     ws = state().workspace(agent=worker_name)
-    held = ws.queue.heartbeat(worker_name)
-    emit({**ws.workers.get(worker_name).to_dict(), "held_tasks": [t.id for t in held]}, plain.heartbeat)
+    beat = ws.queue.next_task(worker_name, claim=False)  # the record as committed: no second read
+    emit(ws.workers.view(beat.worker, beat.now, beat.held).to_dict(), plain.heartbeat)
 
 
 @worker.command("list", epilog="Example: mavps worker list --json")

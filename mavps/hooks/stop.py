@@ -49,12 +49,14 @@ class Probe:
         self.record: Worker | None = None
         self.tasks: list[Task] = []
         self.reservations: list[Reservation] = []
+        self.instructions: dict[int, bytes] = {}  # read with the hand-over's transaction, by task id
 
     def begin(self, claim: bool = True) -> View:
         """Heartbeat and, if the worker holds nothing, claim: one transaction, which also
         brings back the queue, the worker's record and the server's time."""
-        found = self.conn.run(lambda ws: ws.queue.next_task(self.worker, self.caps, claim=claim))
+        found = self.conn.run(lambda ws: ws.queue.next_task(self.worker, self.caps, claim=claim, read=True))
         self.tasks, self.record, self.reservations = found.tasks, found.worker, found.reservations
+        self.instructions = found.instructions
         self.server_now, self.mono_at = found.now, self.opts.monotonic()
         if self.server_now is None:  # cannot happen after a heartbeat, unless someone edits by hand
             self.server_now = parse(iso(datetime.now().astimezone()))
@@ -204,7 +206,9 @@ def _carry_out(d: Decision, probe: Probe, state: SessionState, session_id: str, 
     if d.kind == HAND_OVER and d.task is not None:
         task = d.task
         try:
-            text = probe.conn.run(lambda ws: ws.queue.instructions(task))
+            known = probe.instructions.get(task.id)
+            text = known.decode("utf-8", "replace") if known is not None else \
+                probe.conn.run(lambda ws: ws.queue.instructions(task))
         except (MavpsError, OSError) as exc:
             text = texts.unreadable_instructions(task, exc)
         reason = texts.task_reason(task, worker, text, location, True)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 from typing import Any
 
-import paramiko
-
 from ..errors import HostKeyError, TransportError
 from . import ssh_errors as say
-from .sftp import Endpoint, SFTPTransport
+from .sftp import Endpoint, SFTPTransport, allow_match_exec, paramiko  # paramiko without invoke
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -25,7 +24,7 @@ def resolve(host: str, port: int | None, user: str | None, path: str,
     entry: dict[str, Any] = {}
     if os.path.isfile(cfg_path):
         try:
-            entry = paramiko.SSHConfig.from_path(cfg_path).lookup(host)
+            entry = _lookup(cfg_path, host)
         except Exception as exc:  # a broken ssh config is the user's to fix
             raise TransportError(f"cannot read {cfg_path}: {exc}") from None
     files: list[str] = []
@@ -41,6 +40,15 @@ def resolve(host: str, port: int | None, user: str | None, path: str,
         proxy_command=entry.get("proxycommand"),
         alias=host,
     )
+
+
+def _lookup(cfg_path: str, host: str) -> dict[str, Any]:
+    """paramiko's reading of the ssh config for `host`; `Match exec` lines get the `invoke` they need."""
+    with open(cfg_path) as fh:  # as paramiko.SSHConfig.from_path reads it
+        text = fh.read()
+    if re.search(r"\bexec\b", text, re.I):
+        allow_match_exec()
+    return paramiko.SSHConfig.from_text(text).lookup(host)
 
 
 def _local_user() -> str:

@@ -17,7 +17,9 @@ authenticated with another one.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
+import json
 import math
 import os
 import pwd
@@ -27,13 +29,12 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from typing import IO
-
-import paramiko
+import time
+from typing import IO, Any
 
 from ..errors import ConfigError, TransportError
 from . import ssh_errors as say
-from .sftp import Endpoint, SFTPTransport
+from .sftp import Endpoint, SFTPTransport, paramiko  # paramiko without invoke
 
 CONTROL_PERSIST = 600  # seconds an idle master stays up
 _SOCKET_MAX = 100  # sun_path is 108 bytes; ssh appends a random suffix while binding
@@ -93,7 +94,10 @@ class SSHPipe:
                         if ln.strip("@") and not ln.startswith("Pseudo-terminal"))
 
     def close(self) -> None:
-        """End the session: EOF to ssh, then terminate and kill, each wait bounded."""
+        """End the session: EOF to ssh, then terminate and kill, each wait bounded.
+
+        Every request has had its reply by now, so ssh is not left to close the channel itself (a round trip
+        to the server and back): it is told to stop at once, and the master closes the channel."""
         if self.closed:
             return
         self.closed = True
@@ -103,7 +107,7 @@ class SSHPipe:
                     stream.close()
             except OSError:
                 pass
-        for step in (None, self.proc.terminate, self.proc.kill):
+        for step in (self.proc.terminate, self.proc.kill):
             if step is not None:
                 try:
                     step()
@@ -223,6 +227,88 @@ def _resolve(ssh: str, args: list[str], host: str, path: str, timeout: float) ->
     return endpoint, conf.get("controlpath", "")
 
 
+def _resolve_cached(ssh: str, args: list[str], host: str, path: str, timeout: float,
+                    control: str) -> tuple[Endpoint, str]:
+    """`_resolve`, its answer kept beside the master sockets (a private directory) while the ssh binary and
+    every config file it reads (Include'd ones too) are unchanged, for at most CONTROL_PERSIST seconds. Why:
+    `ssh -G` is a process start (~10-20 ms) on every call. A config whose answer may change by itself
+    (`Match exec`, `Match localnetwork`) is not cached."""
+    stamp = _config_stamp(ssh, args)
+    cache = os.path.join(control, f"ssh-G-{hashlib.sha256(repr((ssh, args, host)).encode()).hexdigest()[:16]}")
+    if stamp is not None:
+        hit = _cached(cache, stamp)
+        if hit is not None:
+            return Endpoint(host=hit["host"], port=int(hit["port"]), user=hit["user"], path=path, alias=host), \
+                hit["control"]
+    endpoint, sock = _resolve(ssh, args, host, path, timeout)
+    if stamp is not None:
+        rec = {"stamp": stamp, "at": time.time(), "host": endpoint.host, "port": endpoint.port,
+               "user": endpoint.user, "control": sock}
+        try:
+            tmp = f"{cache}.{os.getpid()}.tmp"
+            with open(tmp, "w") as fh:
+                json.dump(rec, fh)
+            os.replace(tmp, cache)
+        except OSError:
+            pass  # no cache: the next call runs ssh -G again
+    return endpoint, sock
+
+
+def _cached(cache: str, stamp: list[Any]) -> dict[str, Any] | None:
+    try:
+        with open(cache) as fh:
+            rec = json.load(fh)
+        fresh = rec["stamp"] == stamp and 0 <= time.time() - float(rec["at"]) < CONTROL_PERSIST
+        ok = fresh and isinstance(rec["host"], str) and isinstance(rec["control"], str)
+        return rec if ok and isinstance(rec["port"], int) and (rec["user"] is None or isinstance(rec["user"], str)) \
+            else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+_VOLATILE = re.compile(r"^\s*match\b.*\b(exec|localnetwork)\b", re.I | re.M)
+_INCLUDE = re.compile(r"^\s*include\s+(.+)$", re.I | re.M)
+
+
+def _config_stamp(ssh: str, args: list[str]) -> list[Any] | None:
+    """What `ssh -G`'s answer depends on, as (path, mtime, size) of the binary and the config files read (and
+    of the directories an Include globs in); None when a config has a `Match` whose answer can change."""
+    home = _passwd_home() or os.path.expanduser("~")
+    if "-F" in args:
+        configs = [args[args.index("-F") + 1]]
+    else:
+        configs = [os.path.join(home, ".ssh", "config"), "/etc/ssh/ssh_config"]
+    stamp: list[Any] = [_stat(ssh)]
+    todo, seen = list(configs), set()
+    while todo:
+        path = todo.pop(0)
+        if path in seen or len(seen) > 64:
+            continue
+        seen.add(path)
+        stamp.append(_stat(path))
+        try:
+            with open(path, "rb") as fh:
+                text = fh.read(1 << 20).decode("utf-8", "replace")
+        except OSError:
+            continue
+        if _VOLATILE.search(text):
+            return None
+        base = "/etc/ssh" if path.startswith("/etc/ssh/") else os.path.join(home, ".ssh")  # as ssh_config(5)
+        for pattern in (p for line in _INCLUDE.findall(text) for p in line.split()):
+            pattern = os.path.join(base, os.path.expanduser(pattern.strip('"')))
+            stamp.append(_stat(os.path.dirname(pattern)))
+            todo += sorted(glob.glob(pattern))
+    return stamp
+
+
+def _stat(path: str) -> list[Any]:
+    try:
+        st = os.stat(path)
+        return [path, st.st_mtime_ns, st.st_size, st.st_ino]
+    except OSError:
+        return [path, None]
+
+
 def _error(pipe: SSHPipe, where: str, host: str, identity_file: str | None, known: str,
            timeout: float, why: str, port: int = 22) -> Exception:
     """What ssh printed, classified into the words every stack uses (ssh_errors)."""
@@ -255,7 +341,7 @@ def open_openssh(host: str, port: int | None, user: str | None, path: str, *,
     control = control_dir()
     args = ssh_args(host, port, user, identity_file=identity_file, known_hosts=known_hosts,
                     ssh_config=ssh_config, connect_timeout=connect_timeout, control=control)
-    endpoint, _socket = _resolve(ssh, args, host, path, max(5.0, connect_timeout))
+    endpoint, _socket = _resolve_cached(ssh, args, host, path, max(5.0, connect_timeout), control)
     where = f"{endpoint.user + '@' if endpoint.user else ''}{endpoint.host}:{endpoint.port}"
     known = own_files(known_hosts, ssh_config)[0]  # the very file ssh was told to check
     stderr = tempfile.TemporaryFile()  # a file, not a pipe: a backgrounded master could hold a pipe open

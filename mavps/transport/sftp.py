@@ -12,17 +12,50 @@ from __future__ import annotations
 import errno
 import socket
 import stat as statmod
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Callable, Iterator
 
-import paramiko
-from paramiko import sftp as proto
-from paramiko.sftp_attr import SFTPAttributes
 
-from ..errors import TransportError
-from .base import Batch, Reply, Stat, Transport
-from .pipeline import Pipeline, attributes
+def _import_paramiko() -> ModuleType:
+    """paramiko, without `invoke`: paramiko.config imports it (~80 ms, more than a third of paramiko's import)
+    only to run `Match exec` lines, so it is kept out here and loaded by `allow_match_exec` for a config that
+    has one. Whoever imported invoke already keeps it."""
+    blocked = "invoke" not in sys.modules
+    if blocked:
+        sys.modules["invoke"] = None  # type: ignore[assignment]  # `import invoke` raises ImportError
+    try:
+        import paramiko
+    finally:
+        if blocked and sys.modules.get("invoke", 0) is None:
+            del sys.modules["invoke"]
+    return paramiko
+
+
+paramiko = _import_paramiko()
+
+from paramiko import sftp as proto  # noqa: E402 - after the import above
+from paramiko.sftp_attr import SFTPAttributes  # noqa: E402
+
+from ..errors import TransportError  # noqa: E402
+from .base import Batch, Reply, Stat, Transport  # noqa: E402
+from .pipeline import Pipeline, attributes  # noqa: E402
+
+
+def allow_match_exec() -> None:
+    """Give paramiko.config the `invoke` it runs `Match exec` with (when installed), as a plain import would."""
+    import paramiko.config as pconfig
+
+    if pconfig.invoke is None:
+        try:
+            import invoke
+        except ImportError as exc:
+            pconfig.invoke_import_error = exc
+        else:
+            pconfig.invoke, pconfig.invoke_import_error = invoke, None
+
 
 FILE_MODE = 0o644
 DIR_MODE = 0o755

@@ -36,7 +36,7 @@ for p in (str(ROOT), str(ROOT / "tests"), str(Path(__file__).resolve().parent)):
 # A lock-free log append costs 3 over SFTP: sftp-server follows a symlink on open, so the opened handle is
 # checked (fstat against lstat) before anything is written to it (knowledge/04, "Never through a link").
 BUDGET = {"claim": 4, "complete": 4, "add": 4, "heartbeat": 4, "log append": 3, "status (board)": 2,
-          "ready": 2, "hook decision": 2, "Stop hook, whole (work ready, connected)": 6,
+          "ready": 2, "hook decision": 2, "Stop hook, whole (work ready, connected)": 5,
           "pull (100 files of 10 KB)": 6, "push (100 files of 10 KB)": 6}
 # Messages (issue 13): a send is one append to the channel and the log (3, like a log append); an inbox read
 # is an lstat batch, the cursor (2) and the channels from it (2), and a take commits the cursor (4); the
@@ -82,6 +82,10 @@ def exchange_ops(ws: Any, tid: int, local: Path, i: int, worker: str = "wx") -> 
 
     return {"pull (100 files of 10 KB)": lambda: pull(ws.store, tid, str(local), worker),
             "edit": edit, "push (100 files of 10 KB)": edit_and_push}
+#: The same for each CLI command, every connection it opens counted after the handshakes: the answer it prints
+#: included (`claim` prints the instructions, `worker heartbeat` the worker's record).
+CLI_BUDGET = {"claim": 4, "complete": 4, "add": 4, "heartbeat": 4, "status (board)": 2, "ready": 2,
+              "Stop hook, whole (work ready, connected)": 5}
 
 
 # ----- environment ----------------------------------------------------------
@@ -424,9 +428,10 @@ def _task(i: int, status: str, stamp: str) -> dict[str, Any]:
     return t.to_dict()
 
 
-def write_state(path: Path, finished: int, pending: int) -> None:
+def write_state(path: Path, finished: int, pending: int, instructions: bool = False) -> None:
     """A workspace as the library's archiving leaves it: finished tasks in the archive,
-    the KEEP_FINISHED most recent in the queue, then `pending` live tasks."""
+    the KEEP_FINISHED most recent in the queue, then `pending` live tasks (with their instruction files
+    when `instructions`)."""
     from mavps.models import ARCHIVE_FILE, META_FILE, QUEUE_FILE, WORKERS_FILE
     from mavps.queue import KEEP_FINISHED
     from mavps.store import LOG_FILE, dumps, log_line
@@ -439,10 +444,17 @@ def write_state(path: Path, finished: int, pending: int) -> None:
         fh.write(b"".join(log_line(_task(i, "completed", stamp)) for i in range(1, finished - in_queue + 1)))
     live = [_task(i, "completed", stamp) for i in range(finished - in_queue + 1, finished + 1)]
     live += [_task(i, "pending", stamp) for i in range(finished + 1, finished + pending + 1)]
-    (path / QUEUE_FILE).write_bytes(dumps(live))
+    from mavps.state import dump_tasks, load_tasks
+
+    (path / QUEUE_FILE).write_bytes(dumps(dump_tasks(load_tasks(live))))  # as the code measured writes it
     (path / WORKERS_FILE).write_bytes(dumps({}))
     (path / META_FILE).write_bytes(dumps({"format": 1, "next_task_id": finished + pending + 1}))
     (path / LOG_FILE).touch()
+    if instructions:
+        from mavps.models import instruction_path
+
+        for i in range(finished + 1, finished + pending + 1):
+            (path / instruction_path(i)).write_text(f"# Task {i}\nDo thing {i}.\n")
 
 
 def measure_history(env: Env, finished: int, rtt_ms: float, reps: int) -> dict[str, Any]:
@@ -769,14 +781,31 @@ def openssh_version() -> str:
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
-def write_out(path: Path, text: str) -> None:
-    block = f"{START}\n{text}{END}"
+def write_out(path: Path, text: str, start: str = START, end: str = END) -> None:
+    """Put `text` between the markers in the markdown file (a new section at its end if they are not there)."""
+    block = f"{start}\n{text}{end}"
     old = path.read_text() if path.exists() else ""
-    if START in old and END in old:
-        new = old[: old.index(START)] + block + old[old.index(END) + len(END):]
+    if start in old and end in old:
+        new = old[: old.index(start)] + block + old[old.index(end) + len(end):]
     else:
         new = (old + "\n\n" if old else "# Performance\n\n") + "## Benchmark results\n\n" + block + "\n"
     path.write_text(new)
+
+
+SBS_START, SBS_END = "<!-- bench-old-new:start -->", "<!-- bench-old-new:end -->"
+
+
+def side_by_side(old: Path, quick: bool, out: str | None) -> int:
+    """Old and new code in one run (tests/benchmarks/sidebyside.py, startup.py)."""
+    import sidebyside
+    import startup
+
+    text = sidebyside.run(old, quick)
+    text += "\n### CLI start-up, fresh processes\n\n" + startup.report(old, 5 if quick else 15)
+    print(text)
+    if out:
+        write_out(ROOT / out if not os.path.isabs(out) else Path(out), text, SBS_START, SBS_END)
+    return 0
 
 
 def main() -> int:
@@ -784,12 +813,15 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="CI size: fewer repetitions, 0/20 ms, 1 and 4 workers")
     ap.add_argument("--out", help="write the tables into this markdown file (between bench markers)")
     ap.add_argument("--contention-rtt", type=float, default=0.0, help="added RTT for the contention runs (ms)")
+    ap.add_argument("--old", metavar="DIR", help="instead: old (a checkout in DIR) and new side by side (issue 16)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         worker_main(json.loads(args.worker))
         return 0
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    if args.old:
+        return side_by_side(Path(args.old), args.quick, args.out)
     text = run(args)
     print(text)
     if args.out:

@@ -1,0 +1,68 @@
+"""Start-up stays light: what each entry point imports, counted in a fresh interpreter (not timed).
+
+`import mavps` loads neither paramiko nor rich; the SSH transports load paramiko without `invoke` (paramiko.config
+imports it only to run `Match exec`, ~80 ms), and a config that has `Match exec` still gets it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def loaded(code: str, *names: str) -> dict[str, bool]:
+    """Which of `names` are in sys.modules after running `code` in a fresh interpreter."""
+    probe = f"{code}\nimport json, sys\nprint(json.dumps({{n: n in sys.modules for n in {list(names)!r}}}))"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_import_mavps_loads_neither_paramiko_nor_rich():
+    assert loaded("import mavps", "paramiko", "rich", "click") == {"paramiko": False, "rich": False, "click": False}
+
+
+@pytest.mark.parametrize("module", ["mavps.transport.connect", "mavps.transport.openssh"])
+def test_ssh_transports_load_paramiko_without_invoke(module):
+    assert loaded(f"import {module}", "paramiko", "invoke") == {"paramiko": True, "invoke": False}
+
+
+def test_cli_help_and_local_status_load_no_ssh_stack(tmp_path):
+    ws = tmp_path / "ws"
+    code = ("from mavps.cli import cli\n"
+            f"cli.main(['--workspace', {str(ws)!r}, 'init'], standalone_mode=False)\n"
+            f"cli.main(['--workspace', {str(ws)!r}, 'status'], standalone_mode=False)\n"
+            "cli.main(['--help'], standalone_mode=False)")
+    assert loaded(code, "paramiko", "invoke") == {"paramiko": False, "invoke": False}
+
+
+def test_an_ssh_config_with_match_exec_still_works(tmp_path):
+    """`Match exec` runs through invoke, as with a plain paramiko import: the command decides the match."""
+    pytest.importorskip("invoke")
+    cfg = tmp_path / "config"
+    cfg.write_text("Match host box exec \"exit 0\"\n  Port 2201\nMatch host other exec \"exit 1\"\n  Port 2202\n"
+                   "Host *\n  User someone\n")
+    code = ("from mavps.transport.connect import resolve\n"
+            f"a = resolve('box', None, None, '/ws', None, {str(cfg)!r})\n"
+            f"b = resolve('other', None, None, '/ws', None, {str(cfg)!r})\n"
+            "print(a.port, b.port, a.user)")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["2201", "22", "someone"]
+
+
+def test_without_match_exec_invoke_stays_out(tmp_path):
+    cfg = tmp_path / "config"
+    cfg.write_text("Host box\n  Port 2201\n  User someone\n")
+    code = ("from mavps.transport.connect import resolve\n"
+            f"e = resolve('box', None, None, '/ws', None, {str(cfg)!r})\n"
+            "assert (e.port, e.user) == (2201, 'someone'), e")
+    assert loaded(code, "invoke") == {"invoke": False}
