@@ -212,6 +212,10 @@ def worker_context(worker: str | None, location: str | None, capabilities: list[
         "If you cannot go on without a decision from the coordinator, ask it (you keep the task):",
         f"    mavps ask ID \"your question\" --worker {w}",
         "then end your turn: the Stop hook waits for the answer (no tokens spent) and hands it to you.",
+        "Messages from other agents reach you by themselves (after a tool call, or in the Stop hook's text); to "
+        f"write to one: `mavps send --to coordinator|WORKER|cap:NAME|all \"TEXT\" --worker {w}`.",
+        "A task may name the files it writes (its touches): an edit outside them is denied; if you work off the "
+        "VPS they are pulled into your project directory and `mavps complete` pushes your changes back.",
         "Useful: `mavps task show ID` (a task and its instructions), "
         f"`mavps log \"message\" --agent {w}` (a note for the coordinator), `mavps status` (the board).",
         "If there is no task yet, simply end your turn: the hook waits for work without spending tokens and "
@@ -251,6 +255,10 @@ def coordinator_context(location: str | None, board: dict[str, Any] | None, prob
         "    mavps task list --status failed   (then `mavps task show ID`, `mavps task requeue ID`)",
         "    mavps log --tail 20               (what the workers reported)",
         "    mavps answer ID \"TEXT\"            (reply to a worker's question; it waits for you)",
+        "    mavps send --to WORKER|cap:NAME|all \"TEXT\"   (reaches the workers mid-task; `mavps inbox` reads yours)",
+        "    mavps task add ... --touches \"src/auth/**\"   (the files a task writes: tasks that overlap run one "
+        "after the other)",
+        "    mavps reserve GLOB --reason TEXT  (hold paths while you edit by hand; `mavps unreserve GLOB`)",
         "When you end your turn while tasks you added are unfinished, the Stop hook waits for news of them and "
         "tells you what happened (completions, failures, questions); it lets you stop once none is in flight.",
         "See CLAUDE.md for how to split work into tasks.",
