@@ -39,17 +39,18 @@ def test_the_stop_hook_pulls_the_task_for_a_worker_off_the_vps(ws, target, tmp_p
     assert "- src/a.py" in reason and f"mavps complete {tid}" in reason and str(project) in reason
 
 
+OFF_THE_VPS = pytest.mark.parametrize("target", ["sftp", "openssh"], indirect=True)  # a local worker never pulls
+
+
+@OFF_THE_VPS
 def test_auto_pull_off_pulls_nothing(ws, target, tmp_path):
-    if target.kind == "local":
-        pytest.skip("a local worker never pulls")
     task_with_files(ws)
     reason, project = hand_over(target, tmp_path, auto_pull="false")
     assert "pulled" not in reason and not (project / "src").exists()
 
 
+@OFF_THE_VPS
 def test_a_failed_pull_does_not_fail_the_hand_over(ws, target, tmp_path):
-    if target.kind == "local":
-        pytest.skip("a local worker never pulls")
     tid = task_with_files(ws)
     os.symlink("/etc", target.path / "src" / "etc")  # planted: the pull refuses it
     reason, project = hand_over(target, tmp_path)
