@@ -36,10 +36,10 @@ from .transport.base import Batch, Reply, Transport
 # Waiting for a busy lock. A waiter watches the lock with ONE lstat of its owner file per poll (free? the same
 # holder?) and sends a whole attempt (owner rewrite, server-clock probe, rename, the caller's reads: ~13 requests)
 # only when the lock looked free, or when its holder may have outlived its lease by the server's clock (the stale
-# judgement then needs that clock). Polls are spaced by how far the waiter is from its expected turn: about as
-# many holders as it saw pass during its last wait, each holding for the cycle it measured between them. So a
-# newcomer behind many waiters polls rarely and the longest waiters poll often (every POLL_MIN plus a round trip)
-# and win the lock when it is released: near first come, first served, without tickets. A process whose last
+# judgement then needs that clock). Polls are spaced by how far the waiter is from its expected turn: as long as
+# this process's recent contended waits (the contention itself: the holders ahead of a waiter times how long each
+# holds). So a newcomer behind many waiters polls rarely, the longest waiters poll often (every POLL_MIN plus a
+# round trip) and win the lock when it is released: near first come, first served, without tickets. A process whose last
 # transaction had to wait yields, before taking the lock again, long enough for a polling waiter to see the lock
 # free and take it (two round trips plus POLL_MIN): otherwise it wins its lock back before any waiter can (measured
 # with the old full-attempt polls: 16 workers, p99 lock wait 6.7 s, 28 round trips per transaction).
