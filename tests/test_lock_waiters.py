@@ -39,8 +39,9 @@ def record_batches(ws, after=None):
 
 def test_a_waiter_polls_with_one_request_per_round_trip(open_ws, target):
     """Behind a live holder a waiter sends one lstat per poll, not the ~13-request attempt (with the caller's
-    reads) it used to send every time."""
-    ws = open_ws(lock_timeout=1.5, lock_ttl=600)
+    reads) it used to send every time (until its expected turn: a process with no history waits DUE_FIRST)."""
+    assert lk.DUE_FIRST > 0.8
+    ws = open_ws(lock_timeout=0.8, lock_ttl=600)
     ws.init()
     live_lock(target.path)
     sizes = record_batches(ws)
@@ -72,11 +73,28 @@ def test_a_waiter_takes_a_released_lock_with_one_whole_attempt(open_ws, target):
     assert [t["description"] for t in json.loads((target.path / "task-queue.json").read_text())] == ["t"]
 
 
+def test_a_waiter_past_its_expected_turn_tries_whole_attempts(open_ws, target):
+    """Once it has waited as long as its waits usually last, a waiter retries whole attempts (as every waiter used
+    to): a releaser that comes straight back must not beat the longest waiter to the lock by a round trip."""
+    ws = open_ws(lock_timeout=0.8, lock_ttl=600)
+    ws.init()
+    ws.store.lock.pace.wait = 0.3  # its waits have lasted 0.3 s
+    live_lock(target.path)
+    sizes = record_batches(ws)
+    with pytest.raises(LockTimeout):
+        ws.queue.add("t", "x")
+    due = next(i for i, n in enumerate(sizes) if i > 0 and n > 2)
+    assert due >= 3 and set(sizes[1:due]) == {1}, f"polls first: {sizes}"
+    timed_out = sizes.index(2, due)  # the timeout's owner read
+    assert timed_out - due >= 3 and all(n > 2 for n in sizes[due:timed_out]), f"whole attempts once due: {sizes}"
+
+
 def test_a_lock_going_stale_while_polled_is_judged_by_the_servers_clock(open_ws, target):
     """Polls read no clock; once the holder may have outlived its lease by the server's clock, a whole attempt
     reads that clock and the lock is broken, well before this process has watched it for a lease itself."""
     ws = open_ws(lock_timeout=30, lock_ttl=3)
     ws.init()
+    ws.store.lock.pace.wait = 20.0  # not due for whole attempts: its waits have lasted 20 s
     live_lock(target.path, owner="dying", ttl=3)
     old = time.time() - 2  # taken 2 s ago by the server's clock: stale in about 1 s more
     os.utime(target.path / LOCK / "owner.json", (old, old))
@@ -101,5 +119,7 @@ def test_the_pace_puts_the_longest_waiters_first():
     assert steps == sorted(steps, reverse=True)
     assert steps[0] == lk.POLL_CAP and steps[-1] == steps[-2] == lk.POLL_MIN
     assert lk.Pace().step(0.0) == lk.POLL_MIN  # no history: poll often (a poll is one lstat)
+    assert [pace.due(w) for w in (1.9, 2.0, 3.0)] == [False, True, True]
+    assert not lk.Pace().due(lk.DUE_FIRST - 0.01) and lk.Pace().due(lk.DUE_FIRST)
     assert pace.courtesy() >= 2 * pace.rtt + lk.POLL_MIN
     assert lk.Pace(rtt=5.0).courtesy() == lk.COURTESY_CAP
