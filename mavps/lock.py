@@ -34,24 +34,24 @@ from .transport.base import Batch, Reply, Transport
 
 
 # Waiting for a busy lock. A waiter watches the lock with ONE lstat of its owner file per poll (free? the same
-# holder?) and sends a whole attempt (owner rewrite, server-clock probe, rename, the caller's reads: ~13 requests)
-# only when the lock looked free, or when its holder may have outlived its lease by the server's clock (the stale
-# judgement then needs that clock). Polls are spaced by how far the waiter is from its expected turn: as long as
-# this process's recent contended waits (the contention itself: the holders ahead of a waiter times how long each
-# holds). So a newcomer behind many waiters polls rarely, the longest waiters poll often (every POLL_MIN plus a
-# round trip). A waiter past its expected turn (DUE_FIRST without a history) retries whole attempts again, as
-# every waiter used to: a process that has just released the lock without having waited for it comes straight
-# back, a round trip after its release, and would win against a poll that must see the lock free before it can
-# try (measured: 4 workers, a 6 s wait). Near first come, first served, without tickets. A process whose last
-# transaction had to wait yields, before taking the lock again, long enough for a polling waiter to see the lock
-# free and take it (two round trips plus POLL_MIN): otherwise it wins its lock back before any waiter can (measured
-# with the old full-attempt polls: 16 workers, p99 lock wait 6.7 s, 28 round trips per transaction).
+# holder?) and sends a whole attempt (owner rewrite, server-clock probe, rename, the caller's reads: ~17 requests)
+# only when the lock looked free, when its holder may have outlived its lease by the server's clock (the stale
+# judgement then needs that clock), or once it is well into its expected wait. That expectation is how long this
+# process's recent contended waits lasted: the contention itself (the holders ahead of a waiter times how long
+# each holds). Polls are spaced by the wait still expected, so a newcomer behind many waiters polls rarely; from
+# DUE_AT of its expected wait (DUE_FIRST without a history) a waiter retries whole attempts every POLL_MIN plus a
+# round trip, as every waiter used to: a process that has just released the lock without having waited comes
+# straight back a round trip later and beats a waiter that must first see the lock free (measured: 4 workers, a
+# 6 s wait). Near first come, first served, without tickets. A process whose last transaction had to wait yields,
+# before taking the lock again, two round trips plus POLL_MIN: otherwise it wins its lock back before any waiter
+# can (measured with the old full-attempt polls: 16 workers, p99 lock wait 6.7 s, 28 round trips a transaction).
 POLL_MIN = 0.01  # the shortest sleep between two polls (the due and overdue waiters')
 POLL_CAP = 0.25  # the longest
-POLL_SPREAD = 4.0  # a waiter sleeps 1/POLL_SPREAD of the time it still expects to wait
+POLL_SPREAD = 8.0  # a waiter sleeps 1/POLL_SPREAD of the time it still expects to wait
 COURTESY_CAP = 0.2  # the longest a process yields after a contended transaction
 CONTENDED_FOR = 2.0  # seconds after a contended transaction during which the next one yields
 AVERAGE = 0.3  # weight of the newest value in the running estimates (wait, round trip)
+DUE_AT = 0.5  # a waiter is due for whole attempts after this share of its expected wait
 DUE_FIRST = 1.0  # a waiter with no history of waits is due after this
 CLOCK_EVERY = 0.25  # while a holder may be stale, read the server's clock (a whole attempt) at most this often
 
@@ -126,7 +126,7 @@ class Pace:
 
     def due(self, waited: float) -> bool:
         """Past its expected turn: whole attempts, so that the lock freed goes to the longest waiters."""
-        return waited >= (self.wait if self.wait > 0 else DUE_FIRST)
+        return waited >= (self.wait * DUE_AT if self.wait > 0 else DUE_FIRST)
 
     def courtesy(self) -> float:
         """Long enough for a waiter polling every POLL_MIN to see the lock free and take it."""

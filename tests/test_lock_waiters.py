@@ -74,11 +74,11 @@ def test_a_waiter_takes_a_released_lock_with_one_whole_attempt(open_ws, target):
 
 
 def test_a_waiter_past_its_expected_turn_tries_whole_attempts(open_ws, target):
-    """Once it has waited as long as its waits usually last, a waiter retries whole attempts (as every waiter used
-    to): a releaser that comes straight back must not beat the longest waiter to the lock by a round trip."""
+    """Once it has waited a good part (DUE_AT) of what its waits usually last, a waiter retries whole attempts (as
+    every waiter used to): a releaser coming straight back must not beat the longest waiter by a round trip."""
     ws = open_ws(lock_timeout=0.8, lock_ttl=600)
     ws.init()
-    ws.store.lock.pace.wait = 0.3  # its waits have lasted 0.3 s
+    ws.store.lock.pace.wait = 0.6  # its waits have lasted 0.6 s: due after DUE_AT of that
     live_lock(target.path)
     sizes = record_batches(ws)
     with pytest.raises(LockTimeout):
@@ -119,7 +119,7 @@ def test_the_pace_puts_the_longest_waiters_first():
     assert steps == sorted(steps, reverse=True)
     assert steps[0] == lk.POLL_CAP and steps[-1] == steps[-2] == lk.POLL_MIN
     assert lk.Pace().step(0.0) == lk.POLL_MIN  # no history: poll often (a poll is one lstat)
-    assert [pace.due(w) for w in (1.9, 2.0, 3.0)] == [False, True, True]
+    assert [pace.due(w) for w in (2.0 * lk.DUE_AT - 0.01, 2.0 * lk.DUE_AT, 3.0)] == [False, True, True]
     assert not lk.Pace().due(lk.DUE_FIRST - 0.01) and lk.Pace().due(lk.DUE_FIRST)
     assert pace.courtesy() >= 2 * pace.rtt + lk.POLL_MIN
     assert lk.Pace(rtt=5.0).courtesy() == lk.COURTESY_CAP
