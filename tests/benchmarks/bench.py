@@ -328,7 +328,11 @@ def report_ops(results: dict[float, dict[str, dict[str, Any]]], hook_present: bo
 
 # ----- contention -------------------------------------------------------------
 def worker_main(spec: dict[str, Any]) -> None:
-    """One worker process: connect, wait for "go", drain the queue, print JSON lines."""
+    """One worker process: connect, wait for "go", drain the queue, print JSON lines.
+
+    `spec["tree"]`, if given, is the checkout whose mavps it imports (old and new side by side)."""
+    if spec.get("tree"):
+        sys.path.insert(0, spec["tree"])
     from mavps import Workspace
 
     ws = Workspace.open(spec["url"], agent=spec["id"], **spec["settings"])
@@ -336,23 +340,25 @@ def worker_main(spec: dict[str, Any]) -> None:
     sys.stdin.readline()
     claims: list[list[Any]] = []
     error = None
+    tr = ws.transport
     try:
         while True:
-            t0 = time.perf_counter()
+            t0, rt0 = time.perf_counter(), tr.round_trips
             task = ws.queue.claim(spec["id"])
-            claim_s = time.perf_counter() - t0
+            claim_s, claim_rt = time.perf_counter() - t0, tr.round_trips - rt0
             wait = ws.store.last_lock_wait
             if task is None:
                 break
-            claims.append([task.id, claim_s, wait])
+            rt0 = tr.round_trips
             ws.queue.complete(task.id, spec["id"], result="ok")
+            claims.append([task.id, claim_s, wait, claim_rt, ws.store.last_lock_wait, tr.round_trips - rt0])
     except Exception as exc:  # reported in the table, not hidden
         error = f"{type(exc).__name__}: {exc}"[:300]
     ws.close()
     print(json.dumps({"claims": claims, "error": error}), flush=True)
 
 
-def measure_contention(env: Env, workers: int, tasks: int, rtt_ms: float) -> dict[str, Any]:
+def measure_contention(env: Env, workers: int, tasks: int, rtt_ms: float, tree: str | None = None) -> dict[str, Any]:
     from mavps.models import ARCHIVE_FILE
     from mavps.queue import parse_archive
 
@@ -362,7 +368,7 @@ def measure_contention(env: Env, workers: int, tasks: int, rtt_ms: float) -> dic
     write_state(path, finished=0, pending=tasks)
     procs = []
     for i in range(workers):
-        spec = {"url": env.url(path, rtt_ms), "id": f"w{i:02d}", "settings": env.settings()}
+        spec = {"url": env.url(path, rtt_ms), "id": f"w{i:02d}", "settings": env.settings(), "tree": tree}
         procs.append(subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(spec)], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, text=True, cwd=str(ROOT)))
     for p in procs:
@@ -392,7 +398,12 @@ def measure_contention(env: Env, workers: int, tasks: int, rtt_ms: float) -> dic
     archived = parse_archive((path / ARCHIVE_FILE).read_bytes() if (path / ARCHIVE_FILE).exists() else b"")
     lat = [c[1] for c in claims]
     waits = [c[2] for c in claims]
+    txn_waits = waits + [c[4] for c in claims]  # claim's and complete's transactions
+    txn_rts = [c[3] for c in claims] + [c[5] for c in claims]
     return {
+        "txn_wait_p50": pct(txn_waits, 50), "txn_wait_p99": pct(txn_waits, 99), "txn_wait_max": max(txn_waits or [0]),
+        "rt_mean": statistics.fmean(txn_rts) if txn_rts else float("nan"), "rt_max": max(txn_rts or [0]),
+        "lock_timeouts": sum(e.startswith("LockTimeout") for e in errors),
         "workers": workers, "tasks": tasks, "claims": len(claims), "seconds": elapsed,
         "claims_per_s": len(claims) / elapsed, "p50": pct(lat, 50), "p99": pct(lat, 99),
         "wait_p50": pct(waits, 50), "wait_p99": pct(waits, 99), "wait_share": sum(waits) / max(sum(lat), 1e-9),
