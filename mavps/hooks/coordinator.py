@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field, replace
-from functools import partial
 from typing import Any, Callable, Mapping, Sequence
 
 from ..config import Config
@@ -36,9 +35,10 @@ from ..state import parse_archive, read_tasks
 from ..store import LOG_FILE
 from . import texts
 from .decide import SPIN_SECONDS, Limits
-from .options import HookOptions, bounded
+from .options import HookOptions
 from .protocol import HookAnswer
 from .session import SessionRecord, SessionState
+from .stop import StopCall
 
 #: The log events about a task that the digest reports.
 TASK_EVENTS = ("task_completed", "task_failed", "task_cancelled", "lease_expired", "question_asked")
@@ -314,21 +314,13 @@ def coordinator_hook(input: Mapping[str, Any], config: Config, options: HookOpti
     """Answer one Stop event of the coordinator. Never raises for workspace trouble: it lets it stop."""
     opts = options or HookOptions()
     agent = config.agent or "coordinator"
-    cfg = bounded(config)
-    session_id = str(input.get("session_id") or "no-session")
-    state = SessionState(opts.state_path)
-    session = state.record(session_id)
-    limits = Limits(idle_timeout=cfg.idle_timeout, hook_wait=cfg.hook_wait, max_blocks=opts.max_blocks)
-    if open_workspace is None:
-        from ..workspace import Workspace
-
-        open_workspace = Workspace.open
-    opener = partial(open_workspace, config=cfg, agent=agent)
+    call = StopCall.start(input, config, opts, agent, open_workspace)
+    state, session_id, session, limits = call.state, call.session_id, call.session, call.limits
     try:
-        ws = opener()
+        ws = call.opener()
     except (MavpsError, OSError) as exc:
         return _failed(agent, texts.cannot_open(exc))
-    conn = Retrying(opener, attempts=opts.reconnect_attempts, delay=opts.reconnect_delay, ws=ws, sleep=opts.sleep)
+    conn = call.connect(opts, ws)
     try:
         offset = session.extra.get("log_offset")
         watcher = Watcher(conn, agent, opts, offset if isinstance(offset, int) and offset >= 0 else None)

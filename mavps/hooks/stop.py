@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import Any, Callable, Mapping
@@ -150,6 +151,37 @@ class Probe:
                 self.look()
 
 
+@dataclass
+class StopCall:
+    """What every Stop hook call (worker or coordinator) starts from: the capped settings, the session's
+    record on this machine, the limits, and how to open the workspace (again, after a drop)."""
+
+    cfg: Config
+    session_id: str
+    state: SessionState
+    session: SessionRecord
+    limits: Limits
+    opener: Callable[[], Any]
+
+    @classmethod
+    def start(cls, input: Mapping[str, Any], config: Config, opts: HookOptions, agent: str,
+              open_workspace: Callable[..., Any] | None) -> "StopCall":
+        cfg = bounded(config)
+        session_id = str(input.get("session_id") or "no-session")
+        state = SessionState(opts.state_path)
+        limits = Limits(idle_timeout=cfg.idle_timeout, hook_wait=cfg.hook_wait, max_blocks=opts.max_blocks)
+        if open_workspace is None:
+            from ..workspace import Workspace
+
+            open_workspace = Workspace.open
+        return cls(cfg, session_id, state, state.record(session_id), limits,
+                   partial(open_workspace, config=cfg, agent=agent))
+
+    def connect(self, opts: HookOptions, ws: Any) -> Retrying:
+        return Retrying(self.opener, attempts=opts.reconnect_attempts, delay=opts.reconnect_delay, ws=ws,
+                        sleep=opts.sleep)
+
+
 def stop_hook(input: Mapping[str, Any], config: Config, options: HookOptions | None = None,
               open_workspace: Callable[..., Any] | None = None) -> HookAnswer:
     """Answer one Stop event. Never raises for workspace trouble: it lets the agent stop."""
@@ -157,26 +189,18 @@ def stop_hook(input: Mapping[str, Any], config: Config, options: HookOptions | N
     worker = config.worker_id
     if not worker:
         return HookAnswer(message="")  # not a worker session: never blocked
-    cfg = bounded(config)
-    session_id = str(input.get("session_id") or "no-session")
-    state = SessionState(opts.state_path)
-    session = state.record(session_id)
-    limits = Limits(idle_timeout=cfg.idle_timeout, hook_wait=cfg.hook_wait, max_blocks=opts.max_blocks)
-    if open_workspace is None:
-        from ..workspace import Workspace
-
-        open_workspace = Workspace.open
-    opener = partial(open_workspace, config=cfg, agent=worker)
+    call = StopCall.start(input, config, opts, worker, open_workspace)
+    cfg, session, limits = call.cfg, call.session, call.limits
     try:
-        ws = opener()
+        ws = call.opener()
     except (MavpsError, OSError) as exc:
         return _answer(decide(View(worker, error=texts.cannot_open(exc)), session, _NoClock(), limits))
-    conn = Retrying(opener, attempts=opts.reconnect_attempts, delay=opts.reconnect_delay, ws=ws, sleep=opts.sleep)
+    conn = call.connect(opts, ws)
     try:
         probe = Probe(conn, worker, list(cfg.capabilities) or None, opts)
         decision = _decide(probe, session, limits)
         pull_to = (os.environ.get("CLAUDE_PROJECT_DIR") or str(input.get("cwd") or "")) if cfg.auto_pull else ""
-        return _carry_out(decision, probe, state, session_id, ws.location, pull_to)
+        return _carry_out(decision, probe, call.state, call.session_id, ws.location, pull_to)
     except (MavpsError, OSError) as exc:
         answer = _answer(decide(View(worker, error=texts.failure(exc)), session, _NoClock(), limits))
         _record_failure(conn, worker, answer.message)
