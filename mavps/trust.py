@@ -10,7 +10,7 @@ import os
 import socket
 from typing import Any
 
-import paramiko
+from .transport.sftp import paramiko  # without `invoke`, like the transports
 
 from .config import Config
 from .errors import ConfigError, HostKeyError, TransportError

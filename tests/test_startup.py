@@ -29,7 +29,7 @@ def test_import_mavps_loads_neither_paramiko_nor_rich():
     assert loaded("import mavps", "paramiko", "rich", "click") == {"paramiko": False, "rich": False, "click": False}
 
 
-@pytest.mark.parametrize("module", ["mavps.transport.connect", "mavps.transport.openssh"])
+@pytest.mark.parametrize("module", ["mavps.transport.connect", "mavps.transport.openssh", "mavps.trust"])
 def test_ssh_transports_load_paramiko_without_invoke(module):
     assert loaded(f"import {module}", "paramiko", "invoke") == {"paramiko": True, "invoke": False}
 
