@@ -20,13 +20,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import globs as gl
 from . import validate
 from .defaults import MAX_FILE
+from .localfile import write_through_temp
 from .errors import Conflict, InvalidInput, MavpsError, NotFound, Refused, UnsafePath
 from .files import STATE
 from .files import TEMP_RE as PUT_TEMP_RE
@@ -332,19 +332,7 @@ def local_target(root: str, path: str) -> str:
 
 def write_local(local: str, data: bytes) -> None:
     """Write a file whole or not at all: a temp file next to it, then os.replace."""
-    folder = os.path.dirname(local)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(local) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, local)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_through_temp(local, lambda fh: fh.write(data))
 
 
 def save_record(root: str, tid: int, record: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ from typing import Any, BinaryIO, Callable
 
 from . import validate
 from .defaults import MAX_FILE
+from .localfile import write_through_temp
 from .errors import InvalidInput, MavpsError, NotFound
 from .lock import LOCK
 from .models import ARCHIVE_FILE, META_FILE, QUEUE_FILE, WORKERS_FILE
@@ -401,21 +402,8 @@ def _fetch_group(transport: Transport, group: list[tuple[str, str]]) -> list[dic
 
 def _save_local(transport: Transport, path: str, local: str, data: bytes | None) -> dict[str, Any]:
     """Write one fetched file atomically (temp file, then os.replace); streamed when not read yet."""
-    import tempfile
-
-    folder = os.path.dirname(os.path.abspath(local))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(local) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            size = fh.write(data) if data is not None else stream_file(transport, path, fh.write)
-        os.replace(tmp, local)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    size = write_through_temp(local, lambda fh: fh.write(data) if data is not None
+                              else stream_file(transport, path, fh.write))
     return {"path": path, "local": local, "size": size}
 
 
