@@ -66,3 +66,37 @@ def test_without_match_exec_invoke_stays_out(tmp_path):
             f"e = resolve('box', None, None, '/ws', None, {str(cfg)!r})\n"
             "assert (e.port, e.user) == (2201, 'someone'), e")
     assert loaded(code, "invoke") == {"invoke": False}
+
+
+COMMAND_MODULES = ["admin", "board", "exchange", "files", "logs", "messages", "plan", "questions", "reservations",
+                   "tasks", "work", "workers"]
+
+
+def test_help_imports_no_command_module_and_status_only_its_own(tmp_path):
+    """The group loads a command's module when that command runs: `--help` lists them all from app.COMMANDS."""
+    ws = tmp_path / "ws"
+    names = [f"mavps.cli.{m}" for m in COMMAND_MODULES]
+    helped = loaded("from mavps.cli import cli\ncli.main(['--help'], standalone_mode=False)", *names)
+    assert not any(helped.values()), helped
+    code = ("from mavps.cli import cli\n"
+            f"cli.main(['--workspace', {str(ws)!r}, 'init'], standalone_mode=False)\n"
+            f"cli.main(['--workspace', {str(ws)!r}, 'status'], standalone_mode=False)")
+    assert [n for n, v in loaded(code, *names).items() if v] == ["mavps.cli.admin"]
+
+
+def test_the_command_table_matches_the_commands():
+    """app.COMMANDS names every command with its module, and its help gives the same short help at any width."""
+    import importlib
+
+    import click
+
+    from mavps.cli import COMMANDS, LAZY_COMMANDS, cli
+
+    for m in COMMAND_MODULES:
+        importlib.import_module(f"mavps.cli.{m}")
+    assert set(COMMANDS) == set(cli.commands) - set(LAZY_COMMANDS)
+    for name, (module, first) in COMMANDS.items():
+        cmd = cli.commands[name]
+        assert cmd.callback.__module__ == f"mavps.cli.{module}", name
+        for limit in range(20, 200, 7):
+            assert click.utils.make_default_short_help(first, limit) == cmd.get_short_help_str(limit), (name, limit)

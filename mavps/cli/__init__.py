@@ -20,29 +20,27 @@ mavps.render.
     board.py    board --html (the board as one self-contained HTML page)
     hooks.py    hook, install-hooks (defined in mavps.hookcli, loaded on first use)
 
-Startup stays quick for agents: rich, paramiko and the workspace machinery are
-imported inside the commands that need them, never here.
+Startup stays quick for agents: the group imports a command's module when that command runs (its name and
+short help are in app.COMMANDS for `mavps --help`), and rich, paramiko and the workspace machinery are imported
+inside the commands that need them, never here.
 """
 from __future__ import annotations
 
-from . import (  # noqa: F401 - each registers its commands on `cli`
-    admin,
-    board,
-    exchange,
-    files,
-    logs,
-    messages,
-    plan,
-    questions,
-    reservations,
-    tasks,
-    work,
-    workers,
-)
-from .admin import EDIT_TTL, STATE_ALIASES
-from .app import MavpsGroup, cli, main
-from .hooks import LAZY_COMMANDS
-from .options import EXIT_NOTHING, State, common, die, emit, state
+import importlib
+from typing import Any
 
-__all__ = ["EDIT_TTL", "EXIT_NOTHING", "LAZY_COMMANDS", "STATE_ALIASES", "MavpsGroup", "State", "cli", "common",
-           "die", "emit", "main", "state"]
+from .app import COMMANDS, MavpsGroup, cli, main
+from .hooks import LAZY_COMMANDS
+
+#: Names re-exported from the command modules, imported on first use: name -> module.
+_LAZY = {"EDIT_TTL": "admin", "STATE_ALIASES": "admin", "EXIT_NOTHING": "options", "State": "options",
+         "common": "options", "die": "options", "emit": "options", "state": "options"}
+
+__all__ = ["COMMANDS", "EDIT_TTL", "EXIT_NOTHING", "LAZY_COMMANDS", "STATE_ALIASES", "MavpsGroup", "State", "cli",
+           "common", "die", "emit", "main", "state"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

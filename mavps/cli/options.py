@@ -7,16 +7,13 @@ one `State` builds the config and the workspace lazily and closes it at exit, an
 """
 from __future__ import annotations
 
-import json
 import os
 import shlex
 from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
 import click
 
-from ..render import literal, plain
-from ..session import load_config, open_workspace, worker_id
-
+# render, session and json are imported where used: `mavps --help` needs none of them (start-up time)
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import Config
     from ..models import Task
@@ -45,11 +42,15 @@ class State:
 
     def config(self) -> Config:
         if self._config is None:
+            from ..session import load_config
+
             self._config = load_config(self.flags)
         return self._config
 
     def workspace(self, agent: str | None = None) -> Workspace:
         if self._ws is None:
+            from ..session import open_workspace
+
             self._ws = open_workspace(self.config(), agent=agent)
             click.get_current_context().find_root().call_on_close(self.close)
         return self._ws
@@ -144,6 +145,8 @@ task_id_argument = click.argument("task_id", metavar="ID")
 
 def acting_worker(given: str | None, what: str) -> tuple[str, Workspace]:
     """The worker a command acts for (its --worker, else MAVPS_WORKER_ID) and the workspace opened as it."""
+    from ..session import worker_id
+
     st = state()
     wid = worker_id(st.config(), given, what)
     return wid, st.workspace(agent=wid)
@@ -154,6 +157,8 @@ def emit(data: Any, human: Callable[[Any], None] | None = None) -> None:
     """Print data: as one JSON document with --json, else through its human renderer (if any: none when the
     command showed a person its answer as it went)."""
     if state().json:
+        import json
+
         click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
     elif human is not None:
         human(data)
@@ -169,6 +174,8 @@ def task_out(task: Task, instructions: str | None = None) -> dict[str, Any]:
 
 def emit_task(task: Task, verb: str) -> None:
     """The answer of a command that changed one task: `Added task #3 (pending): ...`."""
+    from ..render import plain
+
     emit(task_out(task), plain.one_task(verb))
 
 
@@ -189,8 +196,12 @@ def report(message: str, hint: str | None = None, code: int = EXIT_ERROR) -> int
     """Print an error: one line on stderr (literally: it may quote workspace text), or with --json one
     object `{"error": ..., "hint": ...}` on stdout and nothing else; the exit code to use."""
     if wants_json():
+        import json
+
         click.echo(json.dumps({"error": message, "hint": hint, "exit_code": code}, ensure_ascii=False))
     else:
+        from ..render.safe import literal
+
         click.echo(f"mavps: {literal(message)}", err=True)
     return code
 
