@@ -31,6 +31,9 @@ SSH = "paramiko"
 #: The PostToolUse hook looks at the agent's inbox at most once per this many seconds (0: on every tool call).
 MESSAGE_CHECK = 15.0
 SSH_CHOICES = ("paramiko", "openssh")
+#: The hooks' SFTP when `ssh` is not set (not a setting): openssh where an `ssh` client is on PATH, whose shared
+#: master makes every later hook call cheaper, else paramiko, also within the same call when ssh cannot be used.
+SSH_HOOK_DEFAULT = "openssh-else-paramiko"
 #: What the workers' PreToolUse hook does with an edit outside the held task's touches.
 PATH_GUARD = "deny"
 PATH_GUARD_CHOICES = ("deny", "warn", "off")

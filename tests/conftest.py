@@ -95,6 +95,8 @@ class Target:
         self.settings = sftp_settings(server) if server else {}
         if kind == "openssh":
             self.settings["ssh"] = "openssh"
+        elif kind == "sftp":  # said, so that a hook run with these settings stays on paramiko (its default: openssh)
+            self.settings["ssh"] = "paramiko"
 
     def open(self, agent: str | None = None, **settings):
         from mavps import Workspace

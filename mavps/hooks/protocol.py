@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO, Any, Callable
 
 from ..config import Config
@@ -81,9 +81,21 @@ def load_config(name: str) -> Config | str:
     from ..errors import ConfigError, MavpsError
 
     try:
-        return cfgmod.load(cwd=os.environ.get("CLAUDE_PROJECT_DIR") or None)
+        cfg = cfgmod.load(cwd=os.environ.get("CLAUDE_PROJECT_DIR") or None)
     except (ConfigError, MavpsError, OSError) as exc:
         return texts.config_error(name, exc)
+    return hook_transport(cfg)
+
+
+def hook_transport(cfg: Config) -> Config:
+    """The config with the hooks' own default for `ssh` when the user chose none (flag, MAVPS_SSH, config file):
+    openssh where available, else paramiko (mavps.transport.connect.open_preferring_openssh). A hook is called
+    again and again, so the shared master's set-up is paid once; the CLI's default stays paramiko."""
+    if cfg.source("ssh") != "default":
+        return cfg
+    from ..defaults import SSH_HOOK_DEFAULT
+
+    return replace(cfg, ssh=SSH_HOOK_DEFAULT)
 
 
 def run(name: str, event: str, fn: Callable[[dict[str, Any], Config], HookAnswer],

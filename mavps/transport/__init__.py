@@ -5,6 +5,7 @@ import os
 import re
 from urllib.parse import unquote, urlsplit
 
+from ..defaults import SSH_HOOK_DEFAULT
 from ..errors import ConfigError
 from .base import CHUNK, Batch, Reply, Stat, Transport
 
@@ -81,6 +82,13 @@ def open_transport(url: str, *, identity_file: str | None = None, known_hosts: s
         from .local import LocalTransport
 
         return LocalTransport(parts["path"])
+    if ssh == SSH_HOOK_DEFAULT:
+        from .connect import open_preferring_openssh
+
+        return open_preferring_openssh(parts["host"], parts["port"], parts["user"], parts["path"],
+                                       identity_file=identity_file, known_hosts=known_hosts, ssh_config=ssh_config,
+                                       connect_timeout=connect_timeout, reply_timeout=reply_timeout,
+                                       passphrase=passphrase)
     if ssh == "openssh":
         from .openssh import open_openssh
 

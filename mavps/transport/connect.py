@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import socket
+import time
 from typing import Any
 
 from ..errors import HostKeyError, TransportError
@@ -119,6 +121,32 @@ def open_sftp(endpoint: Endpoint, known_hosts: str | None, connect_timeout: floa
         client.close()
         raise _mapped(exc, endpoint, known, connect_timeout) from None
     return SFTPTransport(client, sftp, endpoint)
+
+
+def open_preferring_openssh(host: str, port: int | None, user: str | None, path: str, *,
+                            identity_file: str | None, known_hosts: str | None, ssh_config: str | None,
+                            connect_timeout: float, reply_timeout: float,
+                            passphrase: str | None = None) -> SFTPTransport:
+    """The hooks' default (`ssh` not set): SFTP over OpenSSH's shared master where an `ssh` client is on PATH, else
+    paramiko; also paramiko, in this same call, when ssh cannot be used (it fails to start, to read its config, to
+    authenticate in BatchMode: a key with a passphrase, say). Nothing is remembered: each call tries ssh first.
+
+    Not retried with paramiko: a refused host key (both check the same known_hosts) and an ssh that used up the
+    whole connect timeout (an unreachable host would make paramiko wait as long again)."""
+    if shutil.which("ssh"):
+        from .openssh import open_openssh
+
+        started = time.monotonic()
+        try:
+            return open_openssh(host, port, user, path, identity_file=identity_file, known_hosts=known_hosts,
+                                ssh_config=ssh_config, connect_timeout=connect_timeout, reply_timeout=reply_timeout)
+        except HostKeyError:
+            raise
+        except TransportError:
+            if time.monotonic() - started >= connect_timeout:
+                raise
+    endpoint = resolve(host, port, user, path, identity_file, ssh_config)
+    return open_sftp(endpoint, known_hosts, connect_timeout, reply_timeout, passphrase)
 
 
 def _no_key(exc: BaseException) -> bool:
