@@ -100,3 +100,13 @@ def test_the_command_table_matches_the_commands():
         assert cmd.callback.__module__ == f"mavps.cli.{module}", name
         for limit in range(20, 200, 7):
             assert click.utils.make_default_short_help(first, limit) == cmd.get_short_help_str(limit), (name, limit)
+
+
+def test_status_into_a_pipe_loads_no_rich(tmp_path):
+    """Not a terminal: the board is printed as plain text (render.plain.board), so rich is not imported."""
+    ws = tmp_path / "ws"
+    code = ("from mavps import Workspace\n"
+            f"w = Workspace.open({str(ws)!r}, agent='coordinator'); w.init(); w.queue.add('a task', 'x'); w.close()\n"
+            "from mavps.cli import cli\n"
+            f"cli.main(['--workspace', {str(ws)!r}, 'status'], standalone_mode=False)")
+    assert loaded(code, "rich") == {"rich": False}

@@ -40,8 +40,8 @@ def status(watch: bool, interval: float, max_seconds: float | None, lines: int) 
     """The board: counts by status, tasks in progress, workers, recent log."""
     st = state()
     ws = st.workspace()
-    if not watch or st.json:
-        emit(ws.board(lines), render.board)
+    if not watch or st.json:  # into a pipe or a file: plain text, and rich is never loaded
+        emit(ws.board(lines), render.board if sys.stdout.isatty() else plain.board)
         return
     if sys.stdout.isatty():
         render.watch(lambda: ws.board(lines), interval, max_seconds)

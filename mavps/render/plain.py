@@ -12,7 +12,7 @@ from typing import Any, Callable
 import click
 
 from . import tables
-from .safe import literal
+from .safe import joined, literal
 
 _EVENT_COLOURS = {"task_completed": "green", "task_failed": "red", "task_claimed": "cyan", "lease_expired": "yellow",
                   "lock_broken": "magenta", "task_added": "blue", "message": None}
@@ -290,6 +290,44 @@ def trust_offer(info: dict) -> list[str]:
     if info["known"] == "same":
         lines.append(f"already trusted in {info['known_hosts']}")
     return lines
+
+
+# ----- the board as text (`status` into a pipe or a file: no rich, no box drawing) --------------
+def _columns(head: list[str] | None, rows: list[list[str]]) -> list[str]:
+    """Rows of literal cells as lines, each column as wide as its widest cell, two spaces apart."""
+    table = ([head] if head else []) + rows
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    return ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
+
+
+def _board_lines(b: dict[str, Any]) -> list[str]:
+    counts = b["counts"]
+    lines = [f"{literal(b['workspace'])}  {literal(b['time'])}",
+             "  ".join(f"{literal(s)} {literal(counts[s])}" for s in counts)]
+    if b["in_progress"]:
+        rows = [[literal(r["id"]), literal(r["description"]),
+                 f"{literal(r.get('claimed_by'))}{' (waiting for an answer)' if r.get('waiting_for_answer') else ''}",
+                 literal(r.get("attempts", "")), "?" if r.get("lease_left") is None else f"{r['lease_left']}s"]
+                for r in b["in_progress"]]
+        lines += ["", "in progress", *_columns(["id", "description", "worker", "attempt", "lease left"], rows)]
+    lines += [text for text, _style in tables.board_notes(b)]
+    if b["workers"]:
+        rows = [[literal(r["id"]), "online" if r.get("online") else "offline", literal(r.get("status")),
+                 joined(r.get("capabilities")),
+                 "" if r.get("current_task") is None else f"#{literal(r['current_task'])}",
+                 literal(r.get("last_heartbeat"))] for r in b["workers"]]
+        lines += ["", "workers", *_columns(["worker", "online", "status", "capabilities", "task", "last heartbeat"],
+                                           rows)]
+    if b.get("recent"):
+        rows = [[literal(str(r.get("timestamp", ""))[11:19]), literal(r.get("agent", "")),
+                 literal(r.get("message", ""))] for r in b["recent"]]
+        lines += ["", "recent log", *_columns(None, rows)]
+    return lines
+
+
+def board(b: dict[str, Any]) -> None:
+    """The board as plain text: what `status` prints into a pipe (rich draws it on a terminal)."""
+    click.echo("\n".join(_board_lines(b)))
 
 
 # ----- the board as one line (status --watch into a pipe or a file) ------------------------

@@ -115,23 +115,28 @@ def board_renderable(b: dict[str, Any]) -> Group:
 
 
 def _board_notes(b: dict[str, Any]) -> list[Any]:
-    """The board's one-line notes: questions waiting, ready tasks, what waits for paths, reservations, failures."""
-    notes: list[Any] = []
+    return [cell(text, style) for text, style in board_notes(b)]
+
+
+def board_notes(b: dict[str, Any]) -> list[tuple[str, str]]:
+    """The board's one-line notes, literal, with their style: questions waiting, ready tasks, what waits for
+    paths, reservations, failures (no rich here: the plain board prints them too)."""
+    notes: list[tuple[str, str]] = []
     for q in b.get("questions", []):
-        notes.append(cell(f"question on #{literal(q['id'])} from {literal(q.get('asked_by'))}: "
-                          f"{literal(q.get('text'))}  (answer: mavps answer {literal(q['id'])} \"...\")", "magenta"))
+        notes.append((f"question on #{literal(q['id'])} from {literal(q.get('asked_by'))}: "
+                      f"{literal(q.get('text'))}  (answer: mavps answer {literal(q['id'])} \"...\")", "magenta"))
     if b["ready"]:
-        notes.append(cell("ready: " + ", ".join(f"#{literal(i)}" for i in b["ready"]), "yellow"))
+        notes.append(("ready: " + ", ".join(f"#{literal(i)}" for i in b["ready"]), "yellow"))
     for w in b.get("waiting", []):
         if " held by #" in str(w.get("reason")) or " reserved by " in str(w.get("reason")):
-            notes.append(cell(f"#{literal(w['id'])} {literal(w['reason'])}", "dim"))
+            notes.append((f"#{literal(w['id'])} {literal(w['reason'])}", "dim"))
     for r in b.get("reservations", []):
         why = f" ({literal(r['reason'])})" if r.get("reason") else ""
-        notes.append(cell(f"reserved: {', '.join(map(literal, r['globs']))} by {literal(r['by'])} until "
-                          f"{literal(r['until'])}{why}", "magenta"))
+        notes.append((f"reserved: {', '.join(map(literal, r['globs']))} by {literal(r['by'])} until "
+                      f"{literal(r['until'])}{why}", "magenta"))
     for f in b.get("failed", []):
-        notes.append(cell(f"failed #{literal(f['id'])}: {literal(f['description'])} "
-                          f"({literal(f.get('error') or 'no reason')})", "red"))
+        notes.append((f"failed #{literal(f['id'])}: {literal(f['description'])} "
+                      f"({literal(f.get('error') or 'no reason')})", "red"))
     return notes
 
 
