@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import tempfile
 from typing import BinaryIO, Callable, Iterator, TypeVar
 
 T = TypeVar("T")
@@ -25,6 +24,8 @@ def atomic_write(path: str, data: str | bytes, mode: int = 0o644) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     raw = data.encode("utf-8") if isinstance(data, str) else data
+    import tempfile  # here: importing it (and shutil) costs every command's start-up, most never write locally
+
     fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -49,6 +50,8 @@ def write_through_temp(path: str, fill: Callable[[BinaryIO], T]) -> T:
     leave old but never half written. Returns what `fill` returned."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:

@@ -9,9 +9,7 @@ import json
 import os
 import re
 import secrets
-import socket
 from typing import Any
-from urllib.parse import quote
 
 from .errors import UnsafePath
 from .timeutil import iso, utcnow
@@ -52,11 +50,15 @@ def txn_dir(token: str) -> str:
 
 def temp_name(target: str, token: str) -> str:
     """A temp file's name says its target, so whoever rolls a commit forward needs nothing else."""
+    from urllib.parse import quote  # here: `status` and the other reads never need it (start-up time)
+
     return f"{quote(target, safe='')}.{token}.tmp"
 
 
 def delete_name(target: str, token: str) -> str:
     """A committed delete's marker (an empty file): whoever rolls the commit forward removes the target."""
+    from urllib.parse import quote
+
     return f"{quote(target, safe='')}.{token}.del"
 
 
@@ -68,7 +70,7 @@ def owner_size(token: str) -> int:
 def owner_record(agent: str, token: str, ttl: float) -> bytes:
     record = {
         "owner": agent,
-        "host": socket.gethostname(),
+        "host": os.uname().nodename,  # socket.gethostname(), without importing socket (start-up time)
         "pid": os.getpid(),
         "token": token,
         "acquired_at": iso(utcnow()),  # the client's clock: shown to people, never trusted

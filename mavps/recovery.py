@@ -9,7 +9,6 @@ only names of the shapes in lockpaths.py are removed.
 from __future__ import annotations
 
 from typing import Any, Callable
-from urllib.parse import unquote
 
 from .errors import MavpsError, UnsafePath
 from .lockpaths import (COMMIT, HELD_RE, LOCK, OWNER, TEMP_RE, TXN_RE, candidate_dir, check_lock_stat,
@@ -125,6 +124,8 @@ def roll_forward(transport: Transport) -> list[str]:
         return []
     if st.value.is_link or not st.value.is_dir:
         raise UnsafePath(COMMIT, st.value.kind(), "a directory (a committed change being applied)")
+    from urllib.parse import unquote  # here: a read that finds no commit never needs it (start-up time)
+
     moves: dict[str, Any] = {}
     b = Batch()
     deletes = []

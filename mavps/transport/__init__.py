@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import re
-from urllib.parse import unquote, urlsplit
 
 from ..defaults import SSH_HOOK_DEFAULT
 from ..errors import ConfigError
@@ -40,6 +39,8 @@ _SCP = re.compile(r"^(?:(?P<user>[^@/:\s]+)@)?(?P<host>[A-Za-z0-9][A-Za-z0-9._-]
 
 
 def _sftp_url(url: str) -> dict:
+    from urllib.parse import unquote, urlsplit  # here: a local workspace never needs it (start-up time)
+
     try:
         parts = urlsplit(url)
         port = parts.port
