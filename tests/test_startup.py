@@ -110,3 +110,37 @@ def test_status_into_a_pipe_loads_no_rich(tmp_path):
             "from mavps.cli import cli\n"
             f"cli.main(['--workspace', {str(ws)!r}, 'status'], standalone_mode=False)")
     assert loaded(code, "rich") == {"rich": False}
+
+
+def loaded_clean(code: str, *names: str) -> dict[str, bool]:
+    """`loaded`, in an interpreter that runs no site-packages .pth file (`-S`, the packages on PYTHONPATH): what
+    mavps itself imports, whatever an editable install's finder or another .pth loads before it."""
+    import site
+
+    probe = f"{code}\nimport json, sys\nprint(json.dumps({{n: n in sys.modules for n in {list(names)!r}}}))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *site.getsitepackages()])}
+    out = subprocess.run([sys.executable, "-S", "-c", probe], capture_output=True, text=True, env=env, timeout=60,
+                         cwd="/")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+STDLIB_NOT_NEEDED = ["socket", "tempfile", "shutil", "urllib.parse"]
+
+
+def test_help_loads_neither_the_workspace_nor_what_commands_use():
+    code = "from mavps.cli import cli\ncli.main(['--help'], standalone_mode=False)"
+    got = loaded_clean(code, "mavps.workspace", "mavps.session", "mavps.render", "rich", *STDLIB_NOT_NEEDED)
+    assert [n for n, v in got.items() if v] == ["shutil"]  # click's help formatter asks it the terminal's width
+
+
+def test_local_status_loads_no_network_or_temp_file_module(tmp_path):
+    from mavps import Workspace
+
+    ws = tmp_path / "ws"
+    with Workspace.open(str(ws), agent="coordinator") as w:
+        w.init()
+        w.queue.add("a task", "x")
+    code = f"from mavps.cli import cli\ncli.main(['--workspace', {str(ws)!r}, 'status'], standalone_mode=False)"
+    got = loaded_clean(code, "rich", "paramiko", *STDLIB_NOT_NEEDED)
+    assert [n for n, v in got.items() if v] == []
