@@ -9,10 +9,12 @@ first use.
 """
 from __future__ import annotations
 
-from typing import Any
-
 from .errors import (ConfigError, CorruptState, Fenced, HostKeyError, InvalidInput, LockLost, LockTimeout,
                      MavpsError, NotFound, Refused, TransportError)
+
+TYPE_CHECKING = False  # typing itself is not imported: start-up time (type checkers know this idiom)
+if TYPE_CHECKING:
+    from typing import Any
 
 __version__ = "0.1.0"
 

@@ -144,3 +144,18 @@ def test_local_status_loads_no_network_or_temp_file_module(tmp_path):
     code = f"from mavps.cli import cli\ncli.main(['--workspace', {str(ws)!r}, 'status'], standalone_mode=False)"
     got = loaded_clean(code, "rich", "paramiko", *STDLIB_NOT_NEEDED)
     assert [n for n, v in got.items() if v] == []
+
+
+def test_help_is_printed_without_click_and_is_what_click_prints():
+    """`mavps --help` on a terminal 80 columns wide or more prints mavps.cli.helptext.HELP, importing no click; the
+    text is click's own (regenerate it with `python -m mavps.cli.helptext` after changing an option or a command)."""
+    from mavps.cli.helptext import HELP, render
+
+    assert HELP == render(), "mavps --help changed: run `python -m mavps.cli.helptext` to write it again"
+    code = "import os\nos.environ['COLUMNS'] = '120'\nimport mavps.cli\nmavps.cli.main(['--help'])"
+    assert loaded_clean(code, "click", "mavps.cli.app", "typing") == {"click": False, "mavps.cli.app": False,
+                                                                      "typing": False}
+    narrow = subprocess.run([sys.executable, "-m", "mavps", "--help"], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "60"}, cwd="/")
+    assert narrow.returncode == 0 and narrow.stdout != HELP and "  status " in narrow.stdout  # click, 58 wide
+    assert max(len(line) for line in narrow.stdout.splitlines()) <= 58

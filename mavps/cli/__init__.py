@@ -27,14 +27,17 @@ inside the commands that need them, never here.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+import os
+import sys
 
-from .app import COMMANDS, MavpsGroup, cli, main
-from .hooks import LAZY_COMMANDS
+TYPE_CHECKING = False  # typing itself is not imported: start-up time (type checkers know this idiom)
+if TYPE_CHECKING:
+    from typing import Any
 
-#: Names re-exported from the command modules, imported on first use: name -> module.
-_LAZY = {"EDIT_TTL": "admin", "STATE_ALIASES": "admin", "EXIT_NOTHING": "options", "State": "options",
-         "common": "options", "die": "options", "emit": "options", "state": "options"}
+#: Names of this package, imported on first use (`mavps --help` needs none of them): name -> module.
+_LAZY = {"COMMANDS": "app", "MavpsGroup": "app", "cli": "app", "LAZY_COMMANDS": "hooks", "EDIT_TTL": "admin",
+         "STATE_ALIASES": "admin", "EXIT_NOTHING": "options", "State": "options", "common": "options",
+         "die": "options", "emit": "options", "state": "options"}
 
 __all__ = ["COMMANDS", "EDIT_TTL", "EXIT_NOTHING", "LAZY_COMMANDS", "STATE_ALIASES", "MavpsGroup", "State", "cli",
            "common", "die", "emit", "main", "state"]
@@ -44,3 +47,36 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point (`mavps = mavps.cli:main`). `mavps --help` prints helptext.HELP, the very text click
+    prints on a terminal 80 columns wide or more, without importing click (most of its start-up); anything
+    else, and a narrower terminal, goes to the click group (app.main)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args in (["--help"], ["-h"]) and _columns() >= 80:
+        from .helptext import HELP
+
+        try:
+            sys.stdout.write(HELP)
+            sys.stdout.flush()
+        except BrokenPipeError:  # `mavps --help | head`: the reader left
+            sys.stdout = open(os.devnull, "w")
+        return
+    from .app import main as click_main
+
+    click_main(argv)
+
+
+def _columns() -> int:
+    """The terminal's width as click's help formatter reads it (shutil.get_terminal_size, without shutil)."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
