@@ -21,7 +21,6 @@ import errno
 import io
 import os
 import re
-import secrets
 import stat as statmod
 from typing import Any, BinaryIO, Callable
 
@@ -426,7 +425,7 @@ def write_file(transport: Transport, path: str, data: bytes | BinaryIO, limit: i
     missing = _check_dirs(path, dirs, look)
     if missing == len(dirs):
         _check_target(path, look[0][1][0])
-    tmp = f"{folder + '/' if folder else ''}.{name}.{secrets.token_hex(6)}.tmp"
+    tmp = f"{folder + '/' if folder else ''}.{name}.{os.urandom(6).hex()}.tmp"
     state: dict[str, Any] = {"handle": None, "created": False, "moved": False}
     try:
         _create_checked(transport, path, dirs, missing, tmp, state)

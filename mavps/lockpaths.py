@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 from typing import Any
 
 from .errors import UnsafePath
@@ -26,7 +25,7 @@ HELD_RE = re.compile(rf"held\.({_TOKEN})")
 
 
 def new_token() -> str:
-    return secrets.token_hex(8)
+    return os.urandom(8).hex()  # secrets.token_hex(8), without importing secrets (hmac, hashlib: start-up)
 
 
 def candidate_dir(token: str) -> str:
