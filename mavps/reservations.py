@@ -9,7 +9,7 @@ same way for as long as its lease lives; `held()` lists both.
 """
 from __future__ import annotations
 
-import secrets
+import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Sequence
@@ -114,7 +114,7 @@ class Reservations:
                 mine.reason = reason if reason is not None else mine.reason
                 r, verb = mine, "renewed"
             else:
-                r = Reservation(id=f"r-{secrets.token_hex(4)}", globs=list(wanted), by=agent, reason=reason,
+                r = Reservation(id=f"r-{os.urandom(4).hex()}", globs=list(wanted), by=agent, reason=reason,
                                 created_at=txn.stamp, expires_at=ends)
                 live.append(r)
                 verb = "reserved"
