@@ -3,11 +3,19 @@
 
     python tests/benchmarks/startup.py [--old DIR] [--runs N]
 
+    python tests/benchmarks/startup.py --clean ...   # in a clean venv, as `pip install .` gives a user
+
 DIR is a checkout of the code to compare with (e.g. `git archive 638d97f | tar -x -C DIR`). Each command
 runs as a fresh process (`python -m mavps ...` with PYTHONPATH=tree), N times, median wall and CPU time:
 "warm" with compiled bytecode in place, "cold" from a fresh copy of the tree with PYTHONDONTWRITEBYTECODE=1
 (every module compiled on every run, as after an upgrade or on a read-only install). A bare `python -c pass`
 is measured alongside: what is left above it is mavps's own start-up.
+
+The interpreter is this one, with whatever its site-packages' .pth files run at every start (an editable install's
+finder imports pathlib, re, importlib.util...; here also a certifi hook): ~28 ms of a 38 ms bare start on the
+machine these figures came from. `--clean` runs everything in a throw-away venv instead, whose site-packages hold
+only a path-only .pth naming the directories of mavps's dependencies (no .pth code runs): what a user gets from
+`pip install .` into a venv.
 """
 from __future__ import annotations
 
@@ -24,6 +32,34 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+#: The interpreter the commands run with (`--clean`: a throw-away venv's).
+PYTHON = sys.executable
+
+
+def clean_python(where: Path) -> str:
+    """A venv at `where` without this interpreter's site-packages: mavps's dependencies reach it through one
+    path-only .pth (which runs no code), so a bare start is the interpreter's own."""
+    import site
+    import venv
+
+    venv.EnvBuilder(with_pip=False, symlinks=True).create(where)
+    python = str(where / "bin" / "python")
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    deps = {os.path.dirname(os.path.dirname(m.__file__)) for m in _dependencies()}
+    Path(purelib, "mavps-deps.pth").write_text("\n".join(sorted(deps | set(site.getsitepackages()))) + "\n")
+    return python
+
+
+def _dependencies() -> list[Any]:
+    import click
+    import paramiko
+    import rich
+    import yaml
+
+    return [click, paramiko, rich, yaml]
 
 
 def _run(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -47,7 +83,7 @@ def measure(tree: Path, args: list[str], runs: int, cold: bool, extra: dict[str,
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
             env["PYTHONPATH"] = tmp
             env["PYTHONDONTWRITEBYTECODE"] = "1"
-        cmd = [sys.executable, "-m", "mavps", *args] if args else [sys.executable, "-c", "pass"]
+        cmd = [PYTHON, "-m", "mavps", *args] if args else [PYTHON, "-c", "pass"]
         _run(cmd, env)  # writes bytecode when warm
         samples = [_run(cmd, env) for _ in range(runs)]
     return {"wall": statistics.median(w for w, _ in samples), "cpu": statistics.median(c for _, c in samples)}
@@ -59,7 +95,7 @@ def modules(tree: Path, args: list[str], extra: dict[str, str]) -> set[str]:
     code = ("import runpy, sys\nsys.argv = ['mavps'] + sys.argv[1:]\ntry:\n    runpy.run_module('mavps', "
             "run_name='__main__')\nexcept SystemExit:\n    pass\nsys.stderr.write(' '.join(m for m in sys.modules "
             "if sys.modules[m] is not None and '.' not in m))")
-    res = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, check=False,
+    res = subprocess.run([PYTHON, "-c", code, *args], env=env, capture_output=True, text=True, check=False,
                          cwd="/")
     return set(res.stderr.split())
 
@@ -102,8 +138,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--old", help="a checkout of the code to compare with")
     ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--clean", action="store_true", help="run the commands in a clean venv (see above)")
     a = ap.parse_args()
-    print(report(Path(a.old) if a.old else None, a.runs))
+    global PYTHON
+    with tempfile.TemporaryDirectory(prefix="mavps-venv-") as tmp:
+        if a.clean:
+            PYTHON = clean_python(Path(tmp))
+        print(f"interpreter: {PYTHON}{' (clean venv)' if a.clean else ''}\n")
+        print(report(Path(a.old) if a.old else None, a.runs))
     return 0
 
 
