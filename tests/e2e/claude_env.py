@@ -55,12 +55,14 @@ What was found out, with 2.1.197:
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import os
 import shutil
 import signal
 import subprocess
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -175,9 +177,31 @@ def make_claude_home(
         DISABLE_AUTOUPDATER="1",
         NO_PROXY="127.0.0.1,localhost",
         no_proxy="127.0.0.1,localhost",
+        MAVPS_SSH_CONTROL_DIR=_control_dir(),  # the hooks' ssh masters (their default transport), ended at exit
     )
     env.update(extra_env or {})
     return env
+
+
+_CONTROL_DIRS: list[str] = []
+
+
+def _control_dir() -> str:
+    """A short private directory for the ssh master sockets of the hooks a test's agents run; the masters are
+    ended when the test session exits (they would otherwise live on for ControlPersist)."""
+    if not _CONTROL_DIRS:
+        atexit.register(_end_masters)
+    path = tempfile.mkdtemp(prefix="mve2e")
+    _CONTROL_DIRS.append(path)
+    return path
+
+
+def _end_masters() -> None:
+    for path in _CONTROL_DIRS:
+        for sock in Path(path).glob("mavps-*"):
+            subprocess.run(["ssh", "-F", os.devnull, "-o", f"ControlPath={sock}", "-O", "exit", "x"],
+                           capture_output=True, timeout=10, stdin=subprocess.DEVNULL)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def run_claude(
