@@ -216,3 +216,55 @@ def test_one_hundred_thousand_pending_work_with_defaults(target):
         ws.close()
     ids = ids_everywhere(target.path)
     assert sorted(ids) == list(range(1, 100_004))
+
+
+# ----- interleavings ---------------------------------------------------------------------------
+RACER = r"""
+import json, sys
+from mavps import Workspace, defaults
+defaults.WINDOW = 4
+role, url, out, settings = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+ws = Workspace.open(url, agent=role, **settings)
+got = []
+if role == "adder":
+    for i in range(30):
+        got.append(ws.queue.add(f"added {i}", "x", priority=i % 4).id)
+else:
+    idle = 0
+    while idle < 40:
+        t = ws.queue.claim(role)
+        if t is None:
+            idle += 1
+            continue
+        idle = 0
+        got.append(t.id)
+        ws.queue.complete(t.id, role)
+ws.close()
+json.dump(got, open(out, "w"))
+"""
+
+
+@pytest.mark.timeout(300)
+def test_claims_racing_adds_and_refills_lose_and_repeat_nothing(ws, target, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    monkeypatch.setattr(defaults, "WINDOW", 4)
+    for i in range(12):
+        ws.queue.add(f"t{i}", "x", priority=i % 3)
+    assert sorted(ids_everywhere(target.path)) == list(range(1, 13))
+    settings = {k: v for k, v in target.settings.items()}
+    env = {**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    roles = ["adder", "c1", "c2"]
+    procs = [subprocess.Popen([sys.executable, "-c", RACER, r, target.url, str(tmp_path / f"{r}.json"),
+                               json.dumps(settings)], env=env) for r in roles]
+    for p in procs:
+        assert p.wait(timeout=280) == 0
+    got = {r: json.loads((tmp_path / f"{r}.json").read_text()) for r in roles}
+    assert sorted(got["adder"]) == list(range(13, 43))
+    ids = ids_everywhere(target.path)
+    assert sorted(ids) == list(range(1, 43))  # each task once: window, backlog, archive
+    claimed = got["c1"] + got["c2"]
+    leftover = [t.id for t in ws.queue.list() if t.status is TaskStatus.PENDING]
+    assert len(claimed) == len(set(claimed))  # no task given twice
+    assert sorted(claimed + leftover) == list(range(1, 43))
