@@ -151,7 +151,7 @@ def apply(queue: Queue, items: list[Item], dry_run: bool = False, agent: str | N
         tasks = load_tasks(None if raw[QUEUE_FILE] is None else parse_json(QUEUE_FILE, raw[QUEUE_FILE]))
         return _report(_decide(queue, items, tasks, meta)[0], True)
 
-    def change(txn: Txn, full: bool) -> dict[str, Any]:
+    def change(txn: Txn, full: int) -> dict[str, Any]:
         tasks = queue._view(txn, full)
         meta = load_meta(txn.json(META_FILE, None))
         rows, new = _decide(queue, items, tasks, meta)

@@ -31,8 +31,8 @@ from .rules import reap as reap_leases
 from .state import (ALL_TASKS, archive_lines, dump_tasks, dump_workers, load_meta, load_tasks,  # noqa: F401
                     load_workers, parse_archive, read_all, read_backlog, read_tasks, read_workers)
 from . import defaults
-from .window import backlog_info, backlog_lines, merged, overflow, parse_backlog, pending_count, rank, \
-    set_backlog_info, split
+from .window import backlog_entries, backlog_info, backlog_lines, merged, overflow, pending_count, rank, \
+    set_backlog_info, split, take_best
 from .store import Store, Txn
 from .timeutil import utcnow
 from .workers import ensure_worker, event
@@ -242,7 +242,7 @@ class Queue:
         if draft.instruction_file is not None:
             self._check_exists(draft.instruction_file)
 
-        def change(txn: Txn, full: bool) -> Task:
+        def change(txn: Txn, full: int) -> Task:
             tasks = self._view(txn, full)
             self._reap(txn, tasks)
             meta = load_meta(txn.json(META_FILE, None))
@@ -281,14 +281,14 @@ class Queue:
         if not changes and text is None:
             raise InvalidInput("nothing to change: give at least one field (see `mavps task edit --help`)")
 
-        def change(txn: Txn, full: bool) -> Task:
+        def change(txn: Txn, full: int) -> Task:
             tasks = self._view(txn, full)
             self._reap(txn, tasks)
             task = self._find(txn, tasks, tid, full)
             fields = dict(changes)
             if "depends_on" in fields:
-                if not full and self._backlog(txn)["count"] and any(d not in {t.id for t in tasks}
-                                                                    for d in fields["depends_on"]):
+                if _rest(txn, full) or (not full and self._backlog(txn)["count"] and any(
+                        d not in {t.id for t in tasks} for d in fields["depends_on"])):
                     raise NeedBacklog  # a circle may go through the backlog: judge it on every task
                 self._check_edited_dependencies(task, fields["depends_on"], tasks)
             if text is not None:
@@ -351,7 +351,7 @@ class Queue:
         `token` makes a retry safe: a claim repeated with the token of one that
         already happened returns that task instead of claiming another.
         """
-        def pick(txn: Txn, tasks: list[Task], w: Worker, token: str, full: bool) -> Claimed:
+        def pick(txn: Txn, tasks: list[Task], w: Worker, token: str, full: int) -> Claimed:
             self._reap(txn, tasks)
             return Claimed(self._take(txn, tasks, w, token, _reservations(txn), full))
 
@@ -366,7 +366,7 @@ class Queue:
         unreadable instruction file) must not strand the task it claimed; asking
         again hands that task back instead of claiming another.
         """
-        def pick(txn: Txn, tasks: list[Task], w: Worker, token: str, full: bool) -> Claimed:
+        def pick(txn: Txn, tasks: list[Task], w: Worker, token: str, full: int) -> Claimed:
             held = self._renew(txn, tasks, w.id)
             if not held:
                 return Claimed(self._take(txn, tasks, w, token, _reservations(txn), full))
@@ -384,7 +384,7 @@ class Queue:
         worker, caps, token = _asking(worker, capabilities, token)
         riding: list[RidingRead] = []
 
-        def change(txn: Txn, full: bool) -> Claimed:
+        def change(txn: Txn, full: int) -> Claimed:
             riding.clear()  # an attempt that gave up: its rider is dropped with it
             tasks, workers = self._load(txn, full)
             done = by_token(tasks, worker, token)
@@ -424,7 +424,7 @@ class Queue:
         worker, caps, token = _asking(worker, capabilities, None)
         riding: dict[int, RidingRead] = {}
 
-        def change(txn: Txn, full: bool) -> NextTask:
+        def change(txn: Txn, full: int) -> NextTask:
             riding.clear()  # an attempt that gave up: its rider is dropped with it
             tasks, workers = self._load(txn, full)
             w = ensure_worker(txn, workers, worker, caps)
@@ -454,7 +454,7 @@ class Queue:
         return held
 
     def _take(self, txn: Txn, tasks: list[Task], w: Worker, token: str,
-              reservations: Sequence[Reservation] = (), full: bool = True) -> Task | None:
+              reservations: Sequence[Reservation] = (), full: int = True) -> Task | None:
         """Give the best claimable task to worker `w` (inside a transaction): none whose touches overlap
         what a running task or a live reservation holds (read in the same transaction: no extra round trip).
         Without `full` (the window only), NeedBacklog when the backlog may hold a better one or the window
@@ -463,6 +463,9 @@ class Queue:
                                      txn.now)), None)
         if not full and self._refill_needed(txn, tasks, choice):
             raise NeedBacklog
+        rest = _rest(txn, full)
+        if rest and (choice is None or rank(choice) > min(rest)[0]):
+            raise NeedBacklog  # the best claimable task may be among the lines not made tasks
         if choice is None:
             return None
         choice.claim(w.id, token, txn.now, self.settings.lease_ttl)
@@ -573,7 +576,7 @@ class Queue:
         tid = validate.task_id(task_id)
         agent = validate.agent_name(agent or self.agent)
 
-        def change(txn: Txn, full: bool) -> Task:
+        def change(txn: Txn, full: int) -> Task:
             tasks = self._view(txn, full)
             task = self._find(txn, tasks, tid, full)
             apply(txn, task, agent)
@@ -604,32 +607,40 @@ class Queue:
                                  t, previous_holder=holder))
         return [t for t, _ in expired]
 
-    def _load(self, txn: Txn, full: bool = False) -> tuple[list[Task], dict[str, Worker]]:
+    def _load(self, txn: Txn, full: int = False) -> tuple[list[Task], dict[str, Worker]]:
         return self._view(txn, full), load_workers(txn.json(WORKERS_FILE, {}))
 
-    def _save(self, txn: Txn, tasks: list[Task], workers: dict[str, Worker], full: bool = False) -> None:
+    def _save(self, txn: Txn, tasks: list[Task], workers: dict[str, Worker], full: int = False) -> None:
         self._save_window(txn, tasks, None, full)
         txn.write(WORKERS_FILE, dump_workers(workers))
 
     # ----- the window and the backlog (window.py) ----------------------------------------------
     def _full(self, files: list[str], change: Callable[[Txn, bool], T], new_files: int = 0,
               new_dirs: Sequence[str] = (), reads: Sequence[str] = ()) -> T:
-        """Run `change(txn, full=False)` on the window (META_FILE read along, a few hundred bytes); when it raises
-        NeedBacklog, run `change(txn, full=True)` with the backlog read and rewritten in the same commit."""
+        """Run `change(txn, full=0)` on the window (META_FILE read along, a few hundred bytes); when it raises
+        NeedBacklog, run `change(txn, full=1)` with the backlog read and rewritten in the same commit (its best
+        WINDOW tasks as tasks, the other lines kept as they are), and if that is not enough, `full=2` (every
+        backlog line a task)."""
         try:
-            return self.store.transact(files, lambda txn: change(txn, False), new_files=new_files,
+            return self.store.transact(files, lambda txn: change(txn, 0), new_files=new_files,
                                        new_dirs=new_dirs, reads=[*reads, *([] if META_FILE in files else [META_FILE])])
         except NeedBacklog:
             pass
         with_meta = [*files, *([] if META_FILE in files else [META_FILE])]
-        return self.store.transact(with_meta, lambda txn: change(txn, True), new_files=new_files + 1,
-                                   new_dirs=new_dirs, reads=[*reads, BACKLOG_FILE])
+        for level in (1, 2):
+            try:
+                return self.store.transact(with_meta, lambda txn: change(txn, level), new_files=new_files + 1,
+                                           new_dirs=new_dirs, reads=[*reads, BACKLOG_FILE])
+            except NeedBacklog:
+                if level == 2:
+                    raise AssertionError("a change asked for more than the whole backlog") from None
+        raise AssertionError("unreachable")
 
     def _backlog(self, txn: Txn) -> dict[str, Any]:
         """The backlog's committed state as the transaction read it (bytes, count, first)."""
         return backlog_info(load_meta(txn.json(META_FILE, None)))
 
-    def _view(self, txn: Txn, full: bool) -> list[Task]:
+    def _view(self, txn: Txn, full: int) -> list[Task]:
         """The tasks a change works on: the window; with `full`, the backlog's tasks too."""
         tasks = load_tasks(txn.json(QUEUE_FILE, []))
         if not full:
@@ -639,18 +650,21 @@ class Queue:
             raise CorruptState(BACKLOG_FILE, f"is missing but {META_FILE} says it holds {backlog_info(meta)['count']} "
                                "pending tasks: restore it, or remove 'backlog' from workspace.json (`mavps edit "
                                "workspace.json`) to go on without them")
-        return merged(tasks, parse_backlog(txn.raw.get(BACKLOG_FILE), meta))
+        entries = backlog_entries(txn.raw.get(BACKLOG_FILE), meta, {t.id for t in tasks})
+        taken, rest = take_best(entries, defaults.WINDOW if full == 1 else None)
+        txn.backlog_rest = rest  # type: ignore[attr-defined]  # the lines left as they are, for _save_window
+        return tasks + taken
 
-    def _find(self, txn: Txn, tasks: list[Task], tid: int, full: bool) -> Task:
+    def _find(self, txn: Txn, tasks: list[Task], tid: int, full: int) -> Task:
         """The task in the window; one only the backlog holds makes the change run again on every task."""
         try:
             return find(tasks, tid)
         except NotFound:
-            if not full and self._backlog(txn)["count"]:
+            if (not full and self._backlog(txn)["count"]) or _rest(txn, full):
                 raise NeedBacklog from None
             raise
 
-    def _save_window(self, txn: Txn, tasks: list[Task], meta: dict[str, Any] | None, full: bool,
+    def _save_window(self, txn: Txn, tasks: list[Task], meta: dict[str, Any] | None, full: int,
                      archiving: bool = True) -> None:
         """Write the window: with `full`, split every task between the window and a rewritten backlog; else the
         worst-ranked pending tasks beyond WINDOW move to the backlog with one append (`meta`: the workspace.json
@@ -660,10 +674,12 @@ class Queue:
         size = defaults.WINDOW  # read at call time: tests set it small
         if full:
             meta = load_meta(txn.json(META_FILE, None)) if meta is None else meta
-            window, rest = split(tasks, size)
-            data = backlog_lines(dump_tasks(rest))
+            window, out = split(tasks, size)
+            kept = getattr(txn, "backlog_rest", [])
+            data = backlog_lines(dump_tasks(out)) + b"".join(line for _r, _i, line in kept)
             txn.put(BACKLOG_FILE, data)
-            set_backlog_info(meta, len(data), len(rest), rank(rest[0]) if rest else None)
+            ranks = [rank(t) for t in out[:1]] + ([min(kept)[0]] if kept else [])
+            set_backlog_info(meta, len(data), len(out) + len(kept), min(ranks) if ranks else None)
         else:
             window = tasks
             out = overflow(tasks, size) if meta is not None else []
@@ -728,6 +744,11 @@ def read_reservations(data: bytes | None) -> list[Reservation]:
 def _reservations(txn: Txn) -> list[Reservation]:
     """The reservations a transaction read (it lists RES_FILE among its files)."""
     return load_reservations(txn.json(RES_FILE, None))
+
+
+def _rest(txn: Txn, full: int) -> list[Any]:
+    """The backlog lines a `full=1` change left as they are (none at other levels)."""
+    return getattr(txn, "backlog_rest", []) if full == 1 else []
 
 
 def _asking(worker: str, capabilities: Sequence[str] | None, token: str | None) -> tuple[str, list[str] | None, str]:

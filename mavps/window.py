@@ -104,3 +104,47 @@ def lay_out(tasks: list[Task], meta: dict[str, Any], size: int) -> tuple[list[Ta
     data = backlog_lines(dump_tasks(rest))
     set_backlog_info(meta, len(data), len(rest), rank(rest[0]) if rest else None)
     return window, data
+
+
+#: A backlog line kept as it is: its rank, its id, its bytes (with the newline).
+Entry = tuple[Rank, int, bytes]
+
+
+def backlog_entries(data: bytes | None, meta: dict[str, Any], skip: set[int]) -> list[Entry]:
+    """The backlog's committed lines as entries, without making tasks of them (a refill of 100 000 keeps most
+    lines as they are): the last line of an id wins; bad lines, ids in `skip` (the window's) and ids never handed
+    out are left out, as `parse_backlog` leaves them out."""
+    if not data:
+        return []
+    limit = meta.get("next_task_id")
+    out: dict[int, Entry] = {}
+    for line in data[: backlog_info(meta)["bytes"]].splitlines():
+        try:
+            d = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(d, dict):
+            continue
+        tid, prio = d.get("id"), d.get("priority", 0)
+        if not (isinstance(tid, int) and isinstance(prio, int)) or isinstance(tid, bool) or tid in skip:
+            continue
+        if d.get("status", "pending") == "pending" and (not isinstance(limit, int) or tid < limit):
+            out[tid] = ((-prio, tid), tid, line + b"\n")
+    return list(out.values())
+
+
+def take_best(entries: list[Entry], count: int | None) -> tuple[list[Task], list[Entry]]:
+    """The `count` best-ranked entries as tasks (None: all), and the other entries as they are. A line that is not
+    a valid task is dropped (readers skip it too)."""
+    import heapq
+
+    chosen = entries if count is None else heapq.nsmallest(count, entries)
+    taken = {c[1] for c in chosen}
+    rest = [] if count is None else [e for e in entries if e[1] not in taken]
+    tasks = []
+    for _rank, _tid, line in chosen:
+        try:
+            tasks.append(Task.from_dict(json.loads(line), BACKLOG_FILE))
+        except (ValueError, CorruptState):
+            continue
+    return tasks, rest
