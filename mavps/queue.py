@@ -611,7 +611,7 @@ class Queue:
         return self._view(txn, full), load_workers(txn.json(WORKERS_FILE, {}))
 
     def _save(self, txn: Txn, tasks: list[Task], workers: dict[str, Worker], full: int = False) -> None:
-        self._save_window(txn, tasks, None, full)
+        self._save_window(txn, tasks, None, full, claims_only=True)  # the claims' and the holders' verbs
         txn.write(WORKERS_FILE, dump_workers(workers))
 
     # ----- the window and the backlog (window.py) ----------------------------------------------
@@ -653,6 +653,7 @@ class Queue:
         entries = backlog_entries(txn.raw.get(BACKLOG_FILE), meta, {t.id for t in tasks})
         taken, rest = take_best(entries, defaults.WINDOW if full == 1 else None)
         txn.backlog_rest = rest  # type: ignore[attr-defined]  # the lines left as they are, for _save_window
+        txn.backlog_ids = {e[1] for e in entries}  # type: ignore[attr-defined]
         return tasks + taken
 
     def _find(self, txn: Txn, tasks: list[Task], tid: int, full: int) -> Task:
@@ -665,7 +666,7 @@ class Queue:
             raise
 
     def _save_window(self, txn: Txn, tasks: list[Task], meta: dict[str, Any] | None, full: int,
-                     archiving: bool = True) -> None:
+                     archiving: bool = True, claims_only: bool = False) -> None:
         """Write the window: with `full`, split every task between the window and a rewritten backlog; else the
         worst-ranked pending tasks beyond WINDOW move to the backlog with one append (`meta`: the workspace.json
         the change writes, None when it writes none and so moves nothing)."""
@@ -676,10 +677,14 @@ class Queue:
             meta = load_meta(txn.json(META_FILE, None)) if meta is None else meta
             window, out = split(tasks, size)
             kept = getattr(txn, "backlog_rest", [])
-            data = backlog_lines(dump_tasks(out)) + b"".join(line for _r, _i, line in kept)
-            txn.put(BACKLOG_FILE, data)
-            ranks = [rank(t) for t in out[:1]] + ([min(kept)[0]] if kept else [])
-            set_backlog_info(meta, len(data), len(out) + len(kept), min(ranks) if ranks else None)
+            same = {t.id for t in out} | {e[1] for e in kept} == getattr(txn, "backlog_ids", None)
+            if not (same and claims_only):
+                data = backlog_lines(dump_tasks(out)) + b"".join(line for _r, _i, line in kept)
+                txn.put(BACKLOG_FILE, data)
+                ranks = [rank(t) for t in out[:1]] + ([min(kept)[0]] if kept else [])
+                set_backlog_info(meta, len(data), len(out) + len(kept), min(ranks) if ranks else None)
+            # else a claim (which changes no backlog task but the one it takes) left the same tasks in the backlog
+            # (it found nothing to take): the file stays as it is
         else:
             window = tasks
             out = overflow(tasks, size) if meta is not None else []

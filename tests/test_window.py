@@ -268,3 +268,19 @@ def test_claims_racing_adds_and_refills_lose_and_repeat_nothing(ws, target, tmp_
     leftover = [t.id for t in ws.queue.list() if t.status is TaskStatus.PENDING]
     assert len(claimed) == len(set(claimed))  # no task given twice
     assert sorted(claimed + leftover) == list(range(1, 43))
+
+
+def test_backlog_edits_stick_and_a_fruitless_claim_leaves_the_backlog_file(ws, target, monkeypatch):
+    monkeypatch.setattr(defaults, "WINDOW", 2)
+    for i in range(6):
+        ws.queue.add(f"t{i}", "x", requires=["gpu"])
+    ws.queue.edit(6, description="edited in the backlog")
+    assert ws.queue.get(6).description == "edited in the backlog"
+    assert 6 not in {t["id"] for t in json.loads((target.path / QUEUE_FILE).read_text())}
+    before = (target.path / BACKLOG_FILE).stat()
+    assert ws.queue.claim("cpu-only", []) is None  # read the backlog, found nothing: nothing rewritten
+    after = (target.path / BACKLOG_FILE).stat()
+    assert (before.st_ino, before.st_size) == (after.st_ino, after.st_size)
+    assert sorted(ids_everywhere(target.path)) == list(range(1, 7))
+    ws.queue.edit(6, priority=5)
+    assert ws.queue.claim("gpu-one", ["gpu"]).id == 6
