@@ -284,3 +284,23 @@ def test_backlog_edits_stick_and_a_fruitless_claim_leaves_the_backlog_file(ws, t
     assert sorted(ids_everywhere(target.path)) == list(range(1, 7))
     ws.queue.edit(6, priority=5)
     assert ws.queue.claim("gpu-one", ["gpu"]).id == 6
+
+
+def test_doctor_checks_the_backlog(ws, target, monkeypatch):
+    from mavps.admin import _check_workspace
+
+    def checks() -> dict[str, tuple[bool, str]]:
+        out: dict[str, tuple[bool, str]] = {}
+        _check_workspace(ws, lambda name, ok, detail, fix=None: out.setdefault(name, (ok, detail)))
+        return out
+
+    monkeypatch.setattr(defaults, "WINDOW", 2)
+    for i in range(5):
+        ws.queue.add(f"t{i}", "x")
+    ok, detail = checks()["backlog"]
+    assert ok and "3 pending" in detail
+    meta = json.loads((target.path / META_FILE).read_text())
+    meta["backlog"]["bytes"] += 1000
+    (target.path / META_FILE).write_text(json.dumps(meta))
+    ok, detail = checks()["backlog"]
+    assert not ok and "shorter" in detail
