@@ -98,11 +98,7 @@ class Queue:
         return filter_tasks(tasks, status, worker)
 
     def get(self, task_id: int | str) -> Task:
-        tid = validate.task_id(task_id)
-        found = next((t for t in read_all(self.store.look([*ALL_TASKS, ARCHIVE_FILE])) if t.id == tid), None)
-        if found is not None:
-            return found
-        raise NotFound(f"no task {tid}: see `mavps task list --all`")
+        return self._find_all([validate.task_id(task_id)])[0]
 
     def instructions(self, task: Task) -> str:
         """The instruction text ("" when there is none or the file is gone)."""
@@ -192,10 +188,13 @@ class Queue:
                 "still_running": [t.id for t in found if t.status not in FINISHED]}
 
     def _find_all(self, ids: list[int]) -> list[Task]:
-        """These tasks as they are now: from the queue, the archive read only for ids the queue lacks."""
-        live = {t.id: t for t in self._tasks()}
+        """These tasks as they are now: from the window, the archive and the backlog read (in one look) only for
+        ids the window lacks."""
+        live = {t.id: t for t in read_tasks(self.store.look([QUEUE_FILE])[QUEUE_FILE])}
         if any(i not in live for i in ids):
-            live.update({t.id: t for t in self._archived() if t.id in ids and t.id not in live})
+            raw = self.store.look([ARCHIVE_FILE, META_FILE, BACKLOG_FILE])
+            others = merged(parse_archive(raw[ARCHIVE_FILE]), read_backlog(raw))
+            live.update({t.id: t for t in others if t.id in ids and t.id not in live})
         missing = [i for i in ids if i not in live]
         if missing:
             raise NotFound(f"no task {', '.join(map(str, missing))}: see `mavps task list --all`")
