@@ -652,7 +652,7 @@ class Queue:
         entries = backlog_entries(txn.raw.get(BACKLOG_FILE), meta, {t.id for t in tasks})
         taken, rest = take_best(entries, defaults.WINDOW if full == 1 else None)
         txn.backlog_rest = rest  # type: ignore[attr-defined]  # the lines left as they are, for _save_window
-        txn.backlog_ids = {e[1] for e in entries}  # type: ignore[attr-defined]
+        txn.backlog_raw = {e[1]: e[2] for e in entries}  # type: ignore[attr-defined]  # each id's line as read
         return tasks + taken
 
     def _find(self, txn: Txn, tasks: list[Task], tid: int, full: int) -> Task:
@@ -675,15 +675,7 @@ class Queue:
         if full:
             meta = load_meta(txn.json(META_FILE, None)) if meta is None else meta
             window, out = split(tasks, size)
-            kept = getattr(txn, "backlog_rest", [])
-            same = {t.id for t in out} | {e[1] for e in kept} == getattr(txn, "backlog_ids", None)
-            if not (same and claims_only):
-                data = backlog_lines(dump_tasks(out)) + b"".join(line for _r, _i, line in kept)
-                txn.put(BACKLOG_FILE, data)
-                ranks = [rank(t) for t in out[:1]] + ([min(kept)[0]] if kept else [])
-                set_backlog_info(meta, len(data), len(out) + len(kept), min(ranks) if ranks else None)
-            # else a claim (which changes no backlog task but the one it takes) left the same tasks in the backlog
-            # (it found nothing to take): the file stays as it is
+            self._rewrite_backlog(txn, out, meta, claims_only)
         else:
             window = tasks
             out = overflow(tasks, size) if meta is not None else []
@@ -694,6 +686,21 @@ class Queue:
         if meta is not None:
             txn.write(META_FILE, meta)
         txn.write(QUEUE_FILE, dump_tasks(window))
+
+    def _rewrite_backlog(self, txn: Txn, out: list[Task], meta: dict[str, Any], claims_only: bool) -> None:
+        """The new backlog, whole, renamed into place by the commit: `out` and the lines a `full=1` change left
+        as they are. The claims' verbs change no backlog task but the one they take, so there a task read from the
+        backlog is written back as the very line it was (no encoding), and a claim that took nothing from it
+        leaves the file as it is."""
+        kept = getattr(txn, "backlog_rest", [])
+        raw: dict[int, bytes] = getattr(txn, "backlog_raw", {}) if claims_only else {}
+        if claims_only and {t.id for t in out} | {e[1] for e in kept} == raw.keys():
+            return
+        data = b"".join(raw.get(t.id) or backlog_lines(dump_tasks([t])) for t in out) + \
+            b"".join(line for _r, _i, line in kept)
+        txn.put(BACKLOG_FILE, data)
+        ranks = [rank(t) for t in out[:1]] + ([min(kept)[0]] if kept else [])
+        set_backlog_info(meta, len(data), len(out) + len(kept), min(ranks) if ranks else None)
 
     def _spill(self, txn: Txn, out: list[Task], meta: dict[str, Any]) -> None:
         """Append these pending tasks to the backlog and record its new committed length. The file must end where
