@@ -304,3 +304,23 @@ def test_doctor_checks_the_backlog(ws, target, monkeypatch):
     (target.path / META_FILE).write_text(json.dumps(meta))
     ok, detail = checks()["backlog"]
     assert not ok and "shorter" in detail
+
+
+def test_a_plan_spills_to_the_backlog_and_applied_again_sees_its_tasks_there(ws, target, tmp_path, monkeypatch):
+    from mavps import plan
+
+    monkeypatch.setattr(defaults, "WINDOW", 3)
+    body = "tasks:\n" + "".join(f"  - name: s{i}\n    description: step {i}\n" for i in range(8))
+    (tmp_path / "p.yaml").write_text(body)
+    out = plan.apply(ws.queue, plan.load(str(tmp_path / "p.yaml")))
+    assert out["added"] == 8
+    assert len(json.loads((target.path / QUEUE_FILE).read_text())) == 3
+    again = plan.apply(ws.queue, plan.load(str(tmp_path / "p.yaml")))
+    assert again["added"] == 0 and again["unchanged"] == 8
+    (tmp_path / "p.yaml").write_text(body.replace("step 7", "step seven"))
+    changed = plan.apply(ws.queue, plan.load(str(tmp_path / "p.yaml")), dry_run=True)
+    assert [r["name"] for r in changed["tasks"] if r["action"] == "changed"] == ["s7"]  # s7 waits in the backlog
+    more = "".join(f"  - name: d{i}\n    description: after\n    depends_on: [7]\n" for i in range(2))
+    (tmp_path / "p.yaml").write_text(body + more)
+    assert plan.apply(ws.queue, plan.load(str(tmp_path / "p.yaml")))["added"] == 2  # 7 is a backlog task: live
+    assert sorted(ids_everywhere(target.path)) == list(range(1, 11))
