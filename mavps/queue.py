@@ -620,12 +620,14 @@ class Queue:
         NeedBacklog, run `change(txn, full=1)` with the backlog read and rewritten in the same commit (its best
         WINDOW tasks as tasks, the other lines kept as they are), and if that is not enough, `full=2` (every
         backlog line a task)."""
+        files = sorted(files, key=lambda f: f != META_FILE)  # META_FILE first: put in place before the window, so a
+        # look during a commit that moved tasks to the backlog sees them twice (the window's copy wins), never not
         try:
             return self.store.transact(files, lambda txn: change(txn, 0), new_files=new_files,
                                        new_dirs=new_dirs, reads=[*reads, *([] if META_FILE in files else [META_FILE])])
         except NeedBacklog:
             pass
-        with_meta = [*files, *([] if META_FILE in files else [META_FILE])]
+        with_meta = [*([] if META_FILE in files else [META_FILE]), *files]
         for level in (1, 2):
             try:
                 return self.store.transact(with_meta, lambda txn: change(txn, level), new_files=new_files + 1,
