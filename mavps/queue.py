@@ -5,7 +5,9 @@ of `task-queue.json`, and `worker-status.json` where the worker's record
 changes) that loads the state (state.py), applies the rules (rules.py) and
 the Task's own state change (models.py), and writes the log records. Times
 come from the server's clock (`txn.now`), so leases mean the same to every
-client whatever its own clock says.
+client whatever its own clock says. `task-queue.json` is the active window;
+the pending tasks beyond it wait in `task-backlog.jsonl` (window.py), which a
+change reads only when it must (`_full`).
 """
 from __future__ import annotations
 
