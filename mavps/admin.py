@@ -381,6 +381,7 @@ def _check_workspace(ws: Any, add: Callable[..., None]) -> None:
                                   f"over an hour old: {shown}") + ("" if complete else " (only part of the tree "
                                                                    "was searched: it is large)"),
         "run `mavps cleanup` to remove them")
+    tasks = tasks + _check_backlog(ws, tasks, add)
     now = utcnow()
     expired = [t.id for t in tasks if t.lease_expired(now)]
     add("leases", not expired, "no expired leases" if not expired else
@@ -394,6 +395,32 @@ def _check_workspace(ws: Any, add: Callable[..., None]) -> None:
         return
     online = sum(1 for w in (workers or {}).values() if is_online(w, now, ws.config.worker_timeout))
     add("workers", True, f"{online} online, {len(workers or {}) - online} offline")
+
+
+def _check_backlog(ws: Any, tasks: list, add: Callable[..., None]) -> list:
+    """task-backlog.jsonl (window.py): as long as workspace.json says (past it: a failed commit's leftovers, cut
+    by the next change), as many tasks, none also in task-queue.json; its tasks, for the checks below."""
+    from .models import BACKLOG_FILE, META_FILE
+    from .state import load_meta, parse_json, read_backlog
+    from .window import backlog_info
+
+    raw = ws.store.look([META_FILE, BACKLOG_FILE], missing_ok=True)
+    try:
+        info = backlog_info(load_meta(None if raw[META_FILE] is None else parse_json(META_FILE, raw[META_FILE])))
+        backlog = read_backlog(raw)
+    except MavpsError as exc:
+        add("backlog", False, str(exc), "fix workspace.json with `mavps edit workspace.json`")
+        return []
+    size, live = len(raw[BACKLOG_FILE] or b""), {t.id for t in tasks}
+    twice = sorted(t.id for t in backlog if t.id in live)
+    problems = ([f"{BACKLOG_FILE} is {size} bytes, shorter than the {info['bytes']} workspace.json records"]
+                if size < info["bytes"] else []) + \
+        ([f"{len(backlog)} readable tasks where workspace.json records {info['count']}"]
+         if len(backlog) != info["count"] else []) + \
+        ([f"task(s) {', '.join(f'#{i}' for i in twice[:10])} also in task-queue.json"] if twice else [])
+    add("backlog", not problems, "; ".join(problems) or f"{len(backlog)} pending task(s) beyond the active window",
+        "restore task-backlog.jsonl from a backup, or remove the duplicates from task-queue.json (`mavps edit`)")
+    return [t for t in backlog if t.id not in live]
 
 
 def _check_paths(ws: Any, tasks: list, add: Callable[..., None]) -> None:

@@ -54,6 +54,9 @@ MAX_RESERVATION_TTL = 30 * 86400.0
 KEEP_FINISHED = 200
 #: Archive in batches, so the archive's extra round trip is rare.
 ARCHIVE_BATCH = 100
+#: Pending tasks kept in task-queue.json (the active window); the others wait in task-backlog.jsonl, so a claim
+#: costs the same with 100 or 100 000 pending (knowledge/04): a full window is ~1.6x the bytes of 100 pending.
+WINDOW = 160
 #: A task's priority lies within plus or minus this.
 MAX_PRIORITY = 10**6
 

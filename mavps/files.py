@@ -29,12 +29,12 @@ from .defaults import MAX_FILE
 from .localfile import write_through_temp
 from .errors import InvalidInput, MavpsError, NotFound
 from .lock import LOCK
-from .models import ARCHIVE_FILE, META_FILE, QUEUE_FILE, WORKERS_FILE
+from .models import ARCHIVE_FILE, BACKLOG_FILE, META_FILE, QUEUE_FILE, WORKERS_FILE
 from .store import LOG_FILE
 from .transport.base import CHUNK, Batch, Reply, Stat, Transport, same_file
 
 #: Written only through the queue, the registry, the log or `mavps edit`.
-STATE = {QUEUE_FILE, WORKERS_FILE, META_FILE, ARCHIVE_FILE, LOG_FILE}
+STATE = {QUEUE_FILE, WORKERS_FILE, META_FILE, ARCHIVE_FILE, LOG_FILE, BACKLOG_FILE}
 #: Chunks sent per round trip: memory stays below WINDOW * CHUNK (512 KiB) whatever the file's size.
 WINDOW = 16
 #: How many times each component is lstat'ed on each side of an open: a directory swapped for a link and

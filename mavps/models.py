@@ -23,6 +23,8 @@ QUEUE_FILE = "task-queue.json"
 WORKERS_FILE = "worker-status.json"
 META_FILE = "workspace.json"
 ARCHIVE_FILE = "task-archive.jsonl"
+#: Pending tasks beyond the active window (one per line); its committed length is in workspace.json.
+BACKLOG_FILE = "task-backlog.jsonl"
 TASKS_DIR = "tasks"
 #: Hand reservations of paths (`mavps reserve`); absent means none.
 RES_FILE = "reservations.json"

@@ -23,7 +23,7 @@ from .errors import InvalidInput
 from .models import META_FILE, QUEUE_FILE, TASKS_DIR, Task, instruction_path
 from .queue import Queue
 from .rules import dependency_problem
-from .state import dump_tasks, load_meta, load_tasks, parse_json
+from .state import load_meta, load_tasks, parse_json
 from .store import Txn
 from .workers import event
 
@@ -151,8 +151,8 @@ def apply(queue: Queue, items: list[Item], dry_run: bool = False, agent: str | N
         tasks = load_tasks(None if raw[QUEUE_FILE] is None else parse_json(QUEUE_FILE, raw[QUEUE_FILE]))
         return _report(_decide(queue, items, tasks, meta)[0], True)
 
-    def change(txn: Txn) -> dict[str, Any]:
-        tasks = load_tasks(txn.json(QUEUE_FILE, []))
+    def change(txn: Txn, full: int) -> dict[str, Any]:
+        tasks = queue._view(txn, full)
         meta = load_meta(txn.json(META_FILE, None))
         rows, new = _decide(queue, items, tasks, meta)
         for task, text in new:
@@ -166,11 +166,10 @@ def apply(queue: Queue, items: list[Item], dry_run: bool = False, agent: str | N
             meta["next_task_id"] = max(t.id for t, _ in new) + 1
             names = meta.setdefault(NAMES_KEY, {})
             names.update({t.plan_name: t.id for t, _ in new})
-            txn.write(META_FILE, meta)
-            txn.write(QUEUE_FILE, dump_tasks(tasks))
+            queue._save_window(txn, tasks, meta, full, archiving=False)  # beyond the window: to the backlog
         return _report(rows, False)
 
-    return queue.store.transact([QUEUE_FILE, META_FILE], change, new_files=len(items), new_dirs=[TASKS_DIR])
+    return queue._full([QUEUE_FILE, META_FILE], change, new_files=len(items), new_dirs=[TASKS_DIR])
 
 
 def _decide(queue: Queue, items: list[Item], tasks: list[Task], meta: dict[str, Any]
@@ -178,6 +177,8 @@ def _decide(queue: Queue, items: list[Item], tasks: list[Task], meta: dict[str, 
     """Which items are new (with their tasks, ids given in dependency order) and what the others are."""
     by_name = {t.plan_name: t for t in tasks if t.plan_name}
     known = meta.get(NAMES_KEY) if isinstance(meta.get(NAMES_KEY), dict) else {}
+    if any(it.name in known and it.name not in by_name for it in items):  # in the backlog or the archive
+        by_name.update({t.plan_name: t for t in queue._elsewhere() if t.plan_name and t.plan_name not in by_name})
     next_id = max([meta.get("next_task_id", 1)] + [t.id + 1 for t in tasks])
     order = list(TopologicalSorter({it.name: it.after for it in items}).static_order())
     rank = {n: i for i, n in enumerate(order)}
@@ -205,7 +206,10 @@ def _decide(queue: Queue, items: list[Item], tasks: list[Task], meta: dict[str, 
 def _check_ids(queue: Queue, deps: list[int], tasks: list[Task]) -> None:
     """Existing tasks the plan depends on by id must exist and may still complete."""
     live = {t.id: t for t in tasks}
-    archived = {t.id: t for t in queue._archived()} if any(d not in live for d in deps) else {}
+    archived: dict[int, Task] = {}
+    if any(d not in live for d in deps):
+        archived, backlog = queue._outside()
+        live.update({i: t for i, t in backlog.items() if i not in live})
     problem = dependency_problem(deps, live, archived)
     if problem:
         raise InvalidInput(f"the plan: {problem}")

@@ -5,7 +5,9 @@ of `task-queue.json`, and `worker-status.json` where the worker's record
 changes) that loads the state (state.py), applies the rules (rules.py) and
 the Task's own state change (models.py), and writes the log records. Times
 come from the server's clock (`txn.now`), so leases mean the same to every
-client whatever its own clock says.
+client whatever its own clock says. `task-queue.json` is the active window;
+the pending tasks beyond it wait in `task-backlog.jsonl` (window.py), which a
+change reads only when it must (`_full`).
 """
 from __future__ import annotations
 
@@ -13,14 +15,14 @@ import secrets
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from . import globs, validate
 from .defaults import (ARCHIVE_BATCH, KEEP_FINISHED, LEASE_TTL, MAX_ATTEMPTS, MAX_DESCRIPTION,  # noqa: F401
                        MAX_PRIORITY, MAX_RESULT, RANGES)
-from .errors import InvalidInput, MavpsError, NotFound
-from .models import (ARCHIVE_FILE, FINISHED, META_FILE, QUEUE_FILE, RES_FILE, TASKS_DIR, WORKERS_FILE, Reservation,
-                     Task, TaskStatus, Worker, instruction_path, load_reservations)
+from .errors import CorruptState, InvalidInput, MavpsError, NotFound
+from .models import (ARCHIVE_FILE, BACKLOG_FILE, FINISHED, META_FILE, QUEUE_FILE, RES_FILE, TASKS_DIR, WORKERS_FILE,
+                     Reservation, Task, TaskStatus, Worker, instruction_path, load_reservations)
 from .rules import (already_completed, as_reaped, blocked_reason, by_token, check_holder, claimable,  # noqa: F401
                     dead_dependency, dependency_cycle, dependency_index, dependency_problem, edited_dependency_problem,
                     filter_tasks, find,
@@ -28,8 +30,11 @@ from .rules import (already_completed, as_reaped, blocked_reason, by_token, chec
 from .rules import holds
 from .riders import RidingRead
 from .rules import reap as reap_leases
-from .state import (archive_lines, dump_tasks, dump_workers, load_meta, load_tasks, load_workers,  # noqa: F401
-                    parse_archive, read_tasks, read_workers)
+from .state import (ALL_TASKS, archive_lines, dump_tasks, dump_workers, load_meta, load_tasks,  # noqa: F401
+                    load_workers, parse_archive, read_all, read_backlog, read_tasks, read_workers)
+from . import defaults
+from .window import backlog_entries, backlog_info, backlog_lines, merged, overflow, pending_count, rank, \
+    set_backlog_info, split, take_best
 from .store import Store, Txn
 from .timeutil import utcnow
 from .workers import ensure_worker, event
@@ -38,6 +43,13 @@ from .workers import ensure_worker, event
 
 #: What a holder's verb does to the task (and logs), given the transaction, the task and the worker's id.
 Apply = Callable[[Txn, Task, str], None]
+T = TypeVar("T")
+
+
+class NeedBacklog(Exception):
+    """Raised by a change that must see the backlog (the window lacks the task, has nothing claimable, runs low,
+    or the backlog has leftovers of a failed commit): the change runs again as a full one (`_full`), which reads
+    the backlog and rewrites it in the same commit. The attempt that raised it wrote nothing."""
 
 
 @dataclass
@@ -79,21 +91,16 @@ class Queue:
 
     # ----- reading (lock-free) -------------------------------------------------------------
     def list(self, status: str | None = None, worker: str | None = None, include_archived: bool = False) -> list[Task]:
-        """Tasks without taking the lock (two round trips; the archive costs two more)."""
-        tasks = self._tasks()
+        """Tasks without taking the lock (two round trips, the archive read in the same ones), the backlog's too."""
         if include_archived:
-            live = {t.id for t in tasks}
-            tasks = [t for t in self._archived() if t.id not in live] + tasks
+            tasks = read_all(self.store.look([*ALL_TASKS, ARCHIVE_FILE]))
             tasks.sort(key=lambda t: t.id)
+        else:
+            tasks = self._tasks()
         return filter_tasks(tasks, status, worker)
 
     def get(self, task_id: int | str) -> Task:
-        tid = validate.task_id(task_id)
-        for tasks in (self._tasks, self._archived):
-            found = next((t for t in tasks() if t.id == tid), None)
-            if found is not None:
-                return found
-        raise NotFound(f"no task {tid}: see `mavps task list --all`")
+        return self._find_all([validate.task_id(task_id)])[0]
 
     def instructions(self, task: Task) -> str:
         """The instruction text ("" when there is none or the file is gone)."""
@@ -123,8 +130,8 @@ class Queue:
     def ready(self, capabilities: Iterable[str] | None = None) -> list[Task]:
         """What is claimable now (by a worker with these capabilities, if given)."""
         caps = None if capabilities is None else set(validate.capabilities(list(capabilities)))
-        raw = self.store.look([QUEUE_FILE, RES_FILE])  # the reservations in the same two round trips
-        tasks, now = read_tasks(raw[QUEUE_FILE]), utcnow()
+        raw = self.store.look([*ALL_TASKS, RES_FILE])  # the backlog, the reservations in the same two round trips
+        tasks, now = read_all(raw), utcnow()
         return claimable(as_reaped(tasks, now), caps, self.dependency_index(tasks), read_reservations(raw[RES_FILE]),
                          now)
 
@@ -134,10 +141,10 @@ class Queue:
         Two round trips (the queue, the worker registry and the reservations), two more when the
         archive must be read (a pending task depends on an id the queue lacks).
         """
-        raw = self.store.look([QUEUE_FILE, WORKERS_FILE, RES_FILE])
+        raw = self.store.look([*ALL_TASKS, WORKERS_FILE, RES_FILE])
         caps = known_capabilities(read_workers(raw[WORKERS_FILE]))
         now = utcnow()
-        tasks = as_reaped(read_tasks(raw[QUEUE_FILE]), now)
+        tasks = as_reaped(read_all(raw), now)
         index = self.dependency_index(tasks)
         held = holds(tasks, read_reservations(raw[RES_FILE]), now)
         return [(t, why) for t in tasks if (why := blocked_reason(t, index, caps, held)) is not None]
@@ -183,21 +190,36 @@ class Queue:
                 "still_running": [t.id for t in found if t.status not in FINISHED]}
 
     def _find_all(self, ids: list[int]) -> list[Task]:
-        """These tasks as they are now: from the queue, the archive read only for ids the queue lacks."""
-        live = {t.id: t for t in self._tasks()}
+        """These tasks as they are now: from the window, the archive and the backlog read (in one look) only for
+        ids the window lacks."""
+        live = {t.id: t for t in read_tasks(self.store.look([QUEUE_FILE])[QUEUE_FILE])}
         if any(i not in live for i in ids):
-            live.update({t.id: t for t in self._archived() if t.id in ids and t.id not in live})
+            raw = self.store.look([ARCHIVE_FILE, META_FILE, BACKLOG_FILE])
+            others = merged(parse_archive(raw[ARCHIVE_FILE]), read_backlog(raw))
+            live.update({t.id: t for t in others if t.id in ids and t.id not in live})
         missing = [i for i in ids if i not in live]
         if missing:
             raise NotFound(f"no task {', '.join(map(str, missing))}: see `mavps task list --all`")
         return [live[i] for i in ids]
 
     def _tasks(self) -> list[Task]:
-        return read_tasks(self.store.look([QUEUE_FILE])[QUEUE_FILE])
+        """Every task that is not archived: the window and the backlog, read in the same round trips."""
+        return read_all(self.store.look(ALL_TASKS))
 
     def _archived(self) -> list[Task]:
         """Archived tasks (the last line of an id wins); callers let the queue win over them."""
         return parse_archive(self.store.look([ARCHIVE_FILE])[ARCHIVE_FILE])
+
+    def _outside(self) -> tuple[dict[int, Task], dict[int, Task]]:
+        """(archived, backlog) tasks by id, read in one look; an id in both counts as archived."""
+        raw = self.store.look([ARCHIVE_FILE, META_FILE, BACKLOG_FILE])
+        archived = {t.id: t for t in parse_archive(raw[ARCHIVE_FILE])}
+        return archived, {t.id: t for t in read_backlog(raw) if t.id not in archived}
+
+    def _elsewhere(self) -> list[Task]:
+        """The tasks outside the window: archived ones, and the backlog's (the archive wins), in one look."""
+        raw = self.store.look([ARCHIVE_FILE, META_FILE, BACKLOG_FILE])
+        return merged(parse_archive(raw[ARCHIVE_FILE]), read_backlog(raw))
 
     # ----- adding ----------------------------------------------------------------------------
     def add(self, description: str, instructions: str | None = None, *, instruction_file: str | None = None,
@@ -221,8 +243,8 @@ class Queue:
         if draft.instruction_file is not None:
             self._check_exists(draft.instruction_file)
 
-        def change(txn: Txn) -> Task:
-            tasks = load_tasks(txn.json(QUEUE_FILE, []))
+        def change(txn: Txn, full: int) -> Task:
+            tasks = self._view(txn, full)
             self._reap(txn, tasks)
             meta = load_meta(txn.json(META_FILE, None))
             next_id = max([meta.get("next_task_id", 1)] + [t.id + 1 for t in tasks])
@@ -233,14 +255,13 @@ class Queue:
                 txn.put(task.instruction_file, (text or f"# Task {task.id}: {task.description}\n").encode("utf-8"))
             tasks.append(task)
             meta["next_task_id"] = next_id + 1
-            txn.write(META_FILE, meta)
-            txn.write(QUEUE_FILE, dump_tasks(tasks))
+            self._save_window(txn, tasks, meta, full, archiving=False)
             held = " (held: a draft)" if task.held else ""
             txn.log.append(event(txn, agent, "task_added", f"Added task #{task.id}{held}: {task.description[:200]}",
                                  task))
             return task
 
-        return self.store.transact([QUEUE_FILE, META_FILE], change, new_files=1, new_dirs=[TASKS_DIR])
+        return self._full([QUEUE_FILE, META_FILE], change, new_files=1, new_dirs=[TASKS_DIR])
 
     # ----- shaping a task that is not running ------------------------------------------------
     def edit(self, task_id: int | str, *, description: str | None = None, instructions: str | None = None,
@@ -261,12 +282,15 @@ class Queue:
         if not changes and text is None:
             raise InvalidInput("nothing to change: give at least one field (see `mavps task edit --help`)")
 
-        def change(txn: Txn) -> Task:
-            tasks = load_tasks(txn.json(QUEUE_FILE, []))
+        def change(txn: Txn, full: int) -> Task:
+            tasks = self._view(txn, full)
             self._reap(txn, tasks)
-            task = find(tasks, tid)
+            task = self._find(txn, tasks, tid, full)
             fields = dict(changes)
             if "depends_on" in fields:
+                if _rest(txn, full) or (not full and self._backlog(txn)["count"] and any(
+                        d not in {t.id for t in tasks} for d in fields["depends_on"])):
+                    raise NeedBacklog  # a circle may go through the backlog: judge it on every task
                 self._check_edited_dependencies(task, fields["depends_on"], tasks)
             if text is not None:
                 fields["instruction_file"] = instruction_path(task.id)
@@ -276,12 +300,12 @@ class Queue:
                 changed = sorted(set(changed) | {"instructions"})
             txn.log.append(event(txn, agent, "task_edited", f"Edited task #{task.id}: {', '.join(changed) or 'nothing'}"
                                  " changed", task, fields=changed))
-            txn.write(QUEUE_FILE, dump_tasks(tasks))
+            self._save_window(txn, tasks, None, full, archiving=False)
             return task
 
         if text is None:
-            return self.store.transact([QUEUE_FILE], change)
-        return self.store.transact([QUEUE_FILE], change, new_files=1, new_dirs=[TASKS_DIR])
+            return self._full([QUEUE_FILE], change)
+        return self._full([QUEUE_FILE], change, new_files=1, new_dirs=[TASKS_DIR])
 
     def _check_edited_dependencies(self, task: Task, deps: list[int], tasks: list[Task]) -> None:
         live = {t.id for t in tasks}
@@ -309,10 +333,14 @@ class Queue:
                 from None
 
     def _check_dependencies(self, deps: list[int], tasks: list[Task], next_id: int) -> None:
-        """Each dependency must exist and may still complete (the archive is read only when needed)."""
+        """Each dependency must exist and may still complete (the archive and the backlog are read only when
+        needed: a pending backlog task counts as live)."""
         live = {t.id: t for t in tasks}
         missing = [d for d in deps if d not in live]
-        archived = {t.id: t for t in self._archived()} if any(d < next_id for d in missing) else {}
+        archived: dict[int, Task] = {}
+        if any(d < next_id for d in missing):
+            archived, backlog = self._outside()
+            live.update({i: t for i, t in backlog.items() if i not in live})
         problem = dependency_problem(deps, live, archived)
         if problem:
             raise InvalidInput(problem)
@@ -324,9 +352,9 @@ class Queue:
         `token` makes a retry safe: a claim repeated with the token of one that
         already happened returns that task instead of claiming another.
         """
-        def pick(txn: Txn, tasks: list[Task], w: Worker, token: str) -> Claimed:
+        def pick(txn: Txn, tasks: list[Task], w: Worker, token: str, full: int) -> Claimed:
             self._reap(txn, tasks)
-            return Claimed(self._take(txn, tasks, w, token, _reservations(txn)))
+            return Claimed(self._take(txn, tasks, w, token, _reservations(txn), full))
 
         return self._ask(worker, capabilities, token, pick).task
 
@@ -339,10 +367,10 @@ class Queue:
         unreadable instruction file) must not strand the task it claimed; asking
         again hands that task back instead of claiming another.
         """
-        def pick(txn: Txn, tasks: list[Task], w: Worker, token: str) -> Claimed:
+        def pick(txn: Txn, tasks: list[Task], w: Worker, token: str, full: int) -> Claimed:
             held = self._renew(txn, tasks, w.id)
             if not held:
-                return Claimed(self._take(txn, tasks, w, token, _reservations(txn)))
+                return Claimed(self._take(txn, tasks, w, token, _reservations(txn), full))
             w.holds(held[0], txn.now)
             txn.log.append(event(txn, w.id, "task_held", f"{w.id} asked for work while holding task "
                                  f"#{held[0].id}: handed it back, lease renewed", held[0]))
@@ -351,25 +379,25 @@ class Queue:
         return self._ask(worker, capabilities, token, pick, read)
 
     def _ask(self, worker: str, capabilities: Sequence[str] | None, token: str | None,
-             pick: Callable[[Txn, list[Task], Worker, str], Claimed], read: bool = False) -> Claimed:
+             pick: Callable[[Txn, list[Task], Worker, str, bool], Claimed], read: bool = False) -> Claimed:
         """One transaction for a worker asking for work; a retry of a claim that happened returns its task.
         With `read`, the task's instructions ride in the transaction's last two round trips."""
         worker, caps, token = _asking(worker, capabilities, token)
         riding: list[RidingRead] = []
 
-        def change(txn: Txn) -> Claimed:
+        def change(txn: Txn, full: int) -> Claimed:
             riding.clear()  # an attempt that gave up: its rider is dropped with it
-            tasks, workers = self._load(txn)
+            tasks, workers = self._load(txn, full)
             done = by_token(tasks, worker, token)
             got = Claimed(done) if done is not None else None  # a claim that already happened
             if got is None:
-                got = pick(txn, tasks, ensure_worker(txn, workers, worker, caps), token)
-                self._save(txn, tasks, workers)
+                got = pick(txn, tasks, ensure_worker(txn, workers, worker, caps), token, full)
+                self._save(txn, tasks, workers, full)
             if read and got.task is not None and got.task.instruction_file:
                 riding.append(txn.ride(RidingRead(got.task.instruction_file)))
             return got
 
-        got = self.store.transact([QUEUE_FILE, WORKERS_FILE, RES_FILE], change)
+        got = self._full([QUEUE_FILE, WORKERS_FILE, RES_FILE], change)
         if riding:
             got.instructions = riding[0].data()
         return got
@@ -397,21 +425,21 @@ class Queue:
         worker, caps, token = _asking(worker, capabilities, None)
         riding: dict[int, RidingRead] = {}
 
-        def change(txn: Txn) -> NextTask:
+        def change(txn: Txn, full: int) -> NextTask:
             riding.clear()  # an attempt that gave up: its rider is dropped with it
-            tasks, workers = self._load(txn)
+            tasks, workers = self._load(txn, full)
             w = ensure_worker(txn, workers, worker, caps)
             held = self._renew(txn, tasks, worker)
             if w.beat(txn.now):  # a heartbeat means the worker is alive again
                 txn.log.append(event(txn, worker, "worker_active", f"{worker} is active again", None))
-            claimed = self._take(txn, tasks, w, token, _reservations(txn)) if claim and not held else None
-            self._save(txn, tasks, workers)
+            claimed = self._take(txn, tasks, w, token, _reservations(txn), full) if claim and not held else None
+            self._save(txn, tasks, workers, full)
             handed = claimed or (held[0] if held else None)
             if read and handed is not None and handed.instruction_file:
                 riding[handed.id] = txn.ride(RidingRead(handed.instruction_file))
             return NextTask(held, claimed, tasks, w, txn.now, _reservations(txn))
 
-        found = self.store.transact([QUEUE_FILE, WORKERS_FILE, RES_FILE], change)
+        found = self._full([QUEUE_FILE, WORKERS_FILE, RES_FILE], change)
         for tid, rider in riding.items():
             data = rider.data()
             if data is not None:
@@ -427,11 +455,18 @@ class Queue:
         return held
 
     def _take(self, txn: Txn, tasks: list[Task], w: Worker, token: str,
-              reservations: Sequence[Reservation] = ()) -> Task | None:
+              reservations: Sequence[Reservation] = (), full: int = True) -> Task | None:
         """Give the best claimable task to worker `w` (inside a transaction): none whose touches overlap
-        what a running task or a live reservation holds (read in the same transaction: no extra round trip)."""
+        what a running task or a live reservation holds (read in the same transaction: no extra round trip).
+        Without `full` (the window only), NeedBacklog when the backlog may hold a better one or the window
+        runs low (`_refill_needed`)."""
         choice = next(iter(claimable(tasks, set(w.capabilities), self.dependency_index(tasks), reservations,
                                      txn.now)), None)
+        if not full and self._refill_needed(txn, tasks, choice):
+            raise NeedBacklog
+        rest = _rest(txn, full)
+        if rest and (choice is None or rank(choice) > min(rest)[0]):
+            raise NeedBacklog  # the best claimable task may be among the lines not made tasks
         if choice is None:
             return None
         choice.claim(w.id, token, txn.now, self.settings.lease_ttl)
@@ -542,15 +577,15 @@ class Queue:
         tid = validate.task_id(task_id)
         agent = validate.agent_name(agent or self.agent)
 
-        def change(txn: Txn) -> Task:
-            tasks = load_tasks(txn.json(QUEUE_FILE, []))
-            task = find(tasks, tid)
+        def change(txn: Txn, full: int) -> Task:
+            tasks = self._view(txn, full)
+            task = self._find(txn, tasks, tid, full)
             apply(txn, task, agent)
             self._reap(txn, tasks)
-            txn.write(QUEUE_FILE, dump_tasks(archive(txn, tasks)))
+            self._save_window(txn, tasks, None, full)
             return task
 
-        return self.store.transact([QUEUE_FILE], change)
+        return self._full([QUEUE_FILE], change)
 
     def reap(self) -> list[Task]:
         """Return expired leases to the queue now (any change does this too)."""
@@ -573,12 +608,130 @@ class Queue:
                                  t, previous_holder=holder))
         return [t for t, _ in expired]
 
-    def _load(self, txn: Txn) -> tuple[list[Task], dict[str, Worker]]:
-        return load_tasks(txn.json(QUEUE_FILE, [])), load_workers(txn.json(WORKERS_FILE, {}))
+    def _load(self, txn: Txn, full: int = False) -> tuple[list[Task], dict[str, Worker]]:
+        return self._view(txn, full), load_workers(txn.json(WORKERS_FILE, {}))
 
-    def _save(self, txn: Txn, tasks: list[Task], workers: dict[str, Worker]) -> None:
-        txn.write(QUEUE_FILE, dump_tasks(archive(txn, tasks)))
+    def _save(self, txn: Txn, tasks: list[Task], workers: dict[str, Worker], full: int = False) -> None:
+        self._save_window(txn, tasks, None, full, claims_only=True)  # the claims' and the holders' verbs
         txn.write(WORKERS_FILE, dump_workers(workers))
+
+    # ----- the window and the backlog (window.py) ----------------------------------------------
+    def _full(self, files: list[str], change: Callable[[Txn, bool], T], new_files: int = 0,
+              new_dirs: Sequence[str] = (), reads: Sequence[str] = ()) -> T:
+        """Run `change(txn, full=0)` on the window (META_FILE read along, a few hundred bytes); when it raises
+        NeedBacklog, run `change(txn, full=1)` with the backlog read and rewritten in the same commit (its best
+        WINDOW tasks as tasks, the other lines kept as they are), and if that is not enough, `full=2` (every
+        backlog line a task)."""
+        files = sorted(files, key=lambda f: f != META_FILE)  # META_FILE first: put in place before the window, so a
+        # look during a commit that moved tasks to the backlog sees them twice (the window's copy wins), never not
+        try:
+            return self.store.transact(files, lambda txn: change(txn, 0), new_files=new_files,
+                                       new_dirs=new_dirs, reads=[*reads, *([] if META_FILE in files else [META_FILE])])
+        except NeedBacklog:
+            pass
+        with_meta = [*([] if META_FILE in files else [META_FILE]), *files]
+        for level in (1, 2):
+            try:
+                return self.store.transact(with_meta, lambda txn: change(txn, level), new_files=new_files + 1,
+                                           new_dirs=new_dirs, reads=[*reads, BACKLOG_FILE])
+            except NeedBacklog:
+                if level == 2:
+                    raise AssertionError("a change asked for more than the whole backlog") from None
+        raise AssertionError("unreachable")
+
+    def _backlog(self, txn: Txn) -> dict[str, Any]:
+        """The backlog's committed state as the transaction read it (bytes, count, first)."""
+        return backlog_info(load_meta(txn.json(META_FILE, None)))
+
+    def _view(self, txn: Txn, full: int) -> list[Task]:
+        """The tasks a change works on: the window; with `full`, the backlog's tasks too."""
+        tasks = load_tasks(txn.json(QUEUE_FILE, []))
+        if not full:
+            return tasks
+        meta = load_meta(txn.json(META_FILE, None))
+        if txn.raw.get(BACKLOG_FILE) is None and backlog_info(meta)["count"]:
+            raise CorruptState(BACKLOG_FILE, f"is missing but {META_FILE} says it holds {backlog_info(meta)['count']} "
+                               "pending tasks: restore it, or remove 'backlog' from workspace.json (`mavps edit "
+                               "workspace.json`) to go on without them")
+        entries = backlog_entries(txn.raw.get(BACKLOG_FILE), meta, {t.id for t in tasks})
+        taken, rest = take_best(entries, defaults.WINDOW if full == 1 else None)
+        txn.backlog_rest = rest  # type: ignore[attr-defined]  # the lines left as they are, for _save_window
+        txn.backlog_raw = {e[1]: e[2] for e in entries}  # type: ignore[attr-defined]  # each id's line as read
+        return tasks + taken
+
+    def _find(self, txn: Txn, tasks: list[Task], tid: int, full: int) -> Task:
+        """The task in the window; one only the backlog holds makes the change run again on every task."""
+        try:
+            return find(tasks, tid)
+        except NotFound:
+            if (not full and self._backlog(txn)["count"]) or _rest(txn, full):
+                raise NeedBacklog from None
+            raise
+
+    def _save_window(self, txn: Txn, tasks: list[Task], meta: dict[str, Any] | None, full: int,
+                     archiving: bool = True, claims_only: bool = False) -> None:
+        """Write the window: with `full`, split every task between the window and a rewritten backlog; else the
+        worst-ranked pending tasks beyond WINDOW move to the backlog with one append (`meta`: the workspace.json
+        the change writes, None when it writes none and so moves nothing)."""
+        if archiving:
+            tasks = archive(txn, tasks)
+        size = defaults.WINDOW  # read at call time: tests set it small
+        if full:
+            meta = load_meta(txn.json(META_FILE, None)) if meta is None else meta
+            window, out = split(tasks, size)
+            self._rewrite_backlog(txn, out, meta, claims_only)
+        else:
+            window = tasks
+            out = overflow(tasks, size) if meta is not None else []
+            if out:
+                self._spill(txn, out, meta)  # type: ignore[arg-type]
+                gone = {t.id for t in out}
+                window = [t for t in tasks if t.id not in gone]
+        if meta is not None:
+            txn.write(META_FILE, meta)
+        txn.write(QUEUE_FILE, dump_tasks(window))
+
+    def _rewrite_backlog(self, txn: Txn, out: list[Task], meta: dict[str, Any], claims_only: bool) -> None:
+        """The new backlog, whole, renamed into place by the commit: `out` and the lines a `full=1` change left
+        as they are. The claims' verbs change no backlog task but the one they take, so there a task read from the
+        backlog is written back as the very line it was (no encoding), and a claim that took nothing from it
+        leaves the file as it is."""
+        kept = getattr(txn, "backlog_rest", [])
+        raw: dict[int, bytes] = getattr(txn, "backlog_raw", {}) if claims_only else {}
+        if claims_only and {t.id for t in out} | {e[1] for e in kept} == raw.keys():
+            return
+        data = b"".join(raw.get(t.id) or backlog_lines(dump_tasks([t])) for t in out) + \
+            b"".join(line for _r, _i, line in kept)
+        txn.put(BACKLOG_FILE, data)
+        ranks = [rank(t) for t in out[:1]] + ([min(kept)[0]] if kept else [])
+        set_backlog_info(meta, len(data), len(out) + len(kept), min(ranks) if ranks else None)
+
+    def _spill(self, txn: Txn, out: list[Task], meta: dict[str, Any]) -> None:
+        """Append these pending tasks to the backlog and record its new committed length. The file must end where
+        the last commit left it: anything past that (a failed commit's lines) makes the change run as a full one,
+        which rewrites the backlog without it."""
+        info = backlog_info(meta)
+        found = self.store.kinds([BACKLOG_FILE])[BACKLOG_FILE]  # one round trip, only when tasks move out
+        if (found.size if found is not None and found.is_file else 0) != info["bytes"] or \
+                (found is not None and not found.is_file):
+            raise NeedBacklog
+        data = backlog_lines(dump_tasks(out))
+        txn.append(BACKLOG_FILE, data)
+        first = min([r for r in (info["first"], rank(out[0])) if r is not None])
+        set_backlog_info(meta, info["bytes"] + len(data), info["count"] + len(out), first)
+
+    def _refill_needed(self, txn: Txn, tasks: list[Task], choice: Task | None) -> bool:
+        """Whether a claim must see the backlog: it holds tasks and the window has nothing to give this worker,
+        runs low (WINDOW/2 pending or fewer), or what it would give ranks after the backlog's best; or the window
+        holds over twice WINDOW pending (to split)."""
+        info, pending = self._backlog(txn), pending_count(tasks)
+        if pending > 2 * defaults.WINDOW:
+            return True  # a window grown by hand or by an older version: split it once
+        if not info["count"]:
+            return False
+        if choice is None or pending <= defaults.WINDOW // 2:
+            return True
+        return info["first"] is not None and rank(choice) > info["first"]
 
 
 def edit_fields(description: str | None, context_files: Sequence[str] | None, requires: Sequence[str] | None,
@@ -606,6 +759,11 @@ def read_reservations(data: bytes | None) -> list[Reservation]:
 def _reservations(txn: Txn) -> list[Reservation]:
     """The reservations a transaction read (it lists RES_FILE among its files)."""
     return load_reservations(txn.json(RES_FILE, None))
+
+
+def _rest(txn: Txn, full: int) -> list[Any]:
+    """The backlog lines a `full=1` change left as they are (none at other levels)."""
+    return getattr(txn, "backlog_rest", []) if full == 1 else []
 
 
 def _asking(worker: str, capabilities: Sequence[str] | None, token: str | None) -> tuple[str, list[str] | None, str]:

@@ -19,7 +19,7 @@ from .defaults import MAX_RESERVATION_TTL, RESERVATION_TTL
 from .errors import InvalidInput, NotFound, Refused
 from .models import QUEUE_FILE, RES_FILE, Reservation, Task, TaskStatus, dump_reservations, load_reservations
 from .rules import as_reaped, holds, reserved_by, waiting_on
-from .state import load_tasks, read_tasks
+from .state import ALL_TASKS, load_tasks, read_all
 from .store import Store, Txn
 from .timeutil import after, iso, utcnow
 
@@ -72,9 +72,9 @@ class Reservations:
     def held(self, now: datetime | None = None) -> list[HeldRow]:
         """Live reservations and running tasks' touches, each with the pending tasks whose touches overlap it
         (two round trips: the queue and the reservations read together)."""
-        raw = self.store.look([QUEUE_FILE, RES_FILE])
+        raw = self.store.look([*ALL_TASKS, RES_FILE])  # the backlog's pending tasks may wait too
         now = now or utcnow()
-        tasks = as_reaped(read_tasks(raw[QUEUE_FILE]), now)
+        tasks = as_reaped(read_all(raw), now)
         found = load_reservations(None if raw[RES_FILE] is None else _parse(raw[RES_FILE]))
         rows = []
         for r in found:

@@ -12,7 +12,8 @@ from typing import Any, Iterable
 
 from .codec import dumps, log_line, parse_json  # noqa: F401  (the codec, below the store; re-exported)
 from .errors import CorruptState
-from .models import ARCHIVE_FILE, META_FILE, QUEUE_FILE, WORKERS_FILE, Task, Worker, _check
+from .models import ARCHIVE_FILE, BACKLOG_FILE, META_FILE, QUEUE_FILE, WORKERS_FILE, Task, Worker, _check
+from .window import merged, parse_backlog
 
 
 def task_event(stamp: str, agent: str, name: str, message: str, task: Task | None, **fields: Any) -> dict[str, Any]:
@@ -116,3 +117,23 @@ def parse_archive(data: bytes | None) -> list[Task]:
 def archive_lines(tasks: Iterable[Task]) -> list[bytes]:
     """The archive's lines for these tasks, one each."""
     return [log_line(t.to_dict()) for t in tasks]
+
+
+# ----- everything: the window, the backlog, the archive ------------------------------
+#: What a look reads to see every task that is not archived (window.py): one batch, no extra round trip.
+ALL_TASKS = (QUEUE_FILE, META_FILE, BACKLOG_FILE)
+
+
+def read_backlog(raw: dict[str, bytes | None]) -> list[Task]:
+    """The backlog's tasks from a look that read META_FILE and BACKLOG_FILE (only its committed bytes)."""
+    meta = load_meta(None if raw.get(META_FILE) is None else parse_json(META_FILE, raw[META_FILE]))
+    return parse_backlog(raw.get(BACKLOG_FILE), meta)
+
+
+def read_all(raw: dict[str, bytes | None]) -> list[Task]:
+    """Every task the files read hold, each once: the window (task-queue.json) wins over the archive (when it was
+    read), the archive over the backlog (when META_FILE and BACKLOG_FILE were read)."""
+    window = read_tasks(raw.get(QUEUE_FILE))
+    backlog = read_backlog(raw) if BACKLOG_FILE in raw else []
+    archived = parse_archive(raw.get(ARCHIVE_FILE)) if ARCHIVE_FILE in raw else []
+    return merged(window, backlog, archived)

@@ -8,11 +8,12 @@ from .config import Config
 from .defaults import BOARD_LOG_RECORDS, BOARD_RECENT
 from .errors import MavpsError, NotFound, TransportError
 from .log import Log, parse_lines
-from .models import META_FILE, QUEUE_FILE, RES_FILE, TASKS_DIR, WORKERS_FILE, TaskStatus, load_reservations
+from .models import BACKLOG_FILE, META_FILE, QUEUE_FILE, RES_FILE, TASKS_DIR, WORKERS_FILE, TaskStatus, \
+    load_reservations
 from .queue import Queue, QueueSettings
 from .reservations import Reservations
 from .rules import blocked_reason, claimable, holds, is_stuck, known_capabilities
-from .state import load_tasks, load_workers, parse_json
+from .state import ALL_TASKS, load_workers, parse_json, read_all
 from .store import LOG_FILE, Settings, Store, Txn
 from .timeutil import iso, utcnow
 from .transport import Transport, open_transport
@@ -147,9 +148,10 @@ class Workspace:
     def board(self, log_lines: int = 10) -> dict[str, Any]:
         """Everything `mavps status` shows, read without the lock in two round trips."""
         parts = self.store.look_parts({QUEUE_FILE: _whole, WORKERS_FILE: _whole, RES_FILE: _whole,
+                                       META_FILE: _whole, BACKLOG_FILE: _whole,  # the backlog's tasks too
                                        LOG_FILE: lambda size: max(0, size - BOARD_LOG_WINDOW)})
         raw = {p: part[0] for p, part in parts.items() if part is not None}
-        tasks = load_tasks(parse_json(QUEUE_FILE, raw[QUEUE_FILE]) if QUEUE_FILE in raw else None)
+        tasks = read_all({p: raw.get(p) for p in ALL_TASKS})
         workers = load_workers(parse_json(WORKERS_FILE, raw[WORKERS_FILE]) if WORKERS_FILE in raw else None)
         log_part = parts.get(LOG_FILE)
         log_start = log_part[1] if log_part else 0

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mavps"
 #: Lowest first. A module may import from its own layer and the layers below it, never above.
 LAYERS: list[tuple[str, set[str]]] = [
     ("base", {"errors", "defaults", "timeutil", "validate", "localfile", "codec", "config", "templates"}),
-    ("domain (pure rules and records)", {"models", "state", "rules", "globs"}),
+    ("domain (pure rules and records)", {"models", "state", "rules", "globs", "window"}),
     ("transport", {"transport"}),
     ("storage (the only layer that builds batches)", {"lockpaths", "recovery", "lock", "transaction", "store",
                                                       "files", "exchange", "riders"}),

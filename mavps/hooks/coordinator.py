@@ -28,10 +28,10 @@ from ..config import Config
 from ..errors import MavpsError
 from ..inbox import COORDINATOR
 from ..log import TAIL_WINDOW, parse_lines
-from ..models import ARCHIVE_FILE, FINISHED, QUEUE_FILE, Task, TaskStatus
+from ..models import ARCHIVE_FILE, BACKLOG_FILE, FINISHED, META_FILE, QUEUE_FILE, Task, TaskStatus
 from ..render import literal
 from ..retry import Retrying
-from ..state import parse_archive, read_tasks
+from ..state import ALL_TASKS, parse_archive, read_all
 from ..store import LOG_FILE
 from . import texts
 from .decide import SPIN_SECONDS, Limits
@@ -261,9 +261,9 @@ class Watcher:
         """The queue and the log from `offset` (two round trips; the archive read only for unknown task ids)."""
         start = self.offset
         parts = self.conn.run(lambda ws: ws.store.look_parts({
-            QUEUE_FILE: lambda size: 0,
+            QUEUE_FILE: lambda size: 0, META_FILE: lambda size: 0, BACKLOG_FILE: lambda size: 0,  # the backlog too
             LOG_FILE: lambda size: max(0, size - TAIL_WINDOW) if start is None or start > size else start}))
-        self.tasks = read_tasks(parts[QUEUE_FILE][0] if parts[QUEUE_FILE] else None)
+        self.tasks = read_all({p: parts[p][0] if parts.get(p) else None for p in ALL_TASKS})
         data, begin, _size = parts[LOG_FILE] or (b"", 0, 0)
         end = data.rfind(b"\n") + 1  # a line still being written is read next time
         records = parse_lines(data[:end], begin > 0 and (start is None or start != begin))

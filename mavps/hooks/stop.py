@@ -25,8 +25,8 @@ from typing import Any, Callable, Mapping
 
 from ..config import Config
 from ..errors import MavpsError
-from ..models import QUEUE_FILE, RES_FILE, WORKERS_FILE, Reservation, Task, Worker, WorkerStatus, load_reservations
-from ..state import load_tasks, load_workers
+from ..models import RES_FILE, WORKERS_FILE, Reservation, Task, Worker, WorkerStatus, load_reservations
+from ..state import ALL_TASKS, load_workers, read_all
 from ..retry import Retrying
 from ..codec import parse_json
 from ..timeutil import after, iso, parse
@@ -65,8 +65,8 @@ class Probe:
 
     def look(self) -> None:
         """Lock-free read of the queue, the reservations and the worker's record (two round trips)."""
-        raw = self.conn.run(lambda ws: ws.store.look([QUEUE_FILE, WORKERS_FILE, RES_FILE]))
-        self.tasks = load_tasks(None if raw[QUEUE_FILE] is None else parse_json(QUEUE_FILE, raw[QUEUE_FILE]))
+        raw = self.conn.run(lambda ws: ws.store.look([*ALL_TASKS, WORKERS_FILE, RES_FILE]))  # the backlog too
+        self.tasks = read_all(raw)
         self.reservations = load_reservations(None if raw[RES_FILE] is None else parse_json(RES_FILE, raw[RES_FILE]))
         workers = load_workers(None if raw[WORKERS_FILE] is None else parse_json(WORKERS_FILE, raw[WORKERS_FILE]))
         rec = workers.get(self.worker)

@@ -457,9 +457,20 @@ def write_state(path: Path, finished: int, pending: int, instructions: bool = Fa
     live += [_task(i, "pending", stamp) for i in range(finished + 1, finished + pending + 1)]
     from mavps.state import dump_tasks, load_tasks
 
-    (path / QUEUE_FILE).write_bytes(dumps(dump_tasks(load_tasks(live))))  # as the code measured writes it
+    meta = {"format": 1, "next_task_id": finished + pending + 1}
+    tasks = load_tasks(live)
+    try:  # code with the active window: the pending tasks beyond it in the backlog, as its commits leave them
+        from mavps.defaults import WINDOW
+        from mavps.models import BACKLOG_FILE
+        from mavps.window import lay_out
+
+        tasks, backlog = lay_out(tasks, meta, WINDOW)
+        (path / BACKLOG_FILE).write_bytes(backlog)
+    except ImportError:
+        pass
+    (path / QUEUE_FILE).write_bytes(dumps(dump_tasks(tasks)))  # as the code measured writes it
     (path / WORKERS_FILE).write_bytes(dumps({}))
-    (path / META_FILE).write_bytes(dumps({"format": 1, "next_task_id": finished + pending + 1}))
+    (path / META_FILE).write_bytes(dumps(meta))
     (path / LOG_FILE).touch()
     if instructions:
         from mavps.models import instruction_path
