@@ -14,7 +14,6 @@ from __future__ import annotations
 import heapq
 import json
 import re
-import secrets
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
@@ -24,6 +23,7 @@ from .defaults import MAX_MESSAGE
 from .errors import CorruptState, InvalidInput, NotFound, UnsafePath
 from .models import WORKERS_FILE
 from .state import read_workers
+from .lockpaths import new_token
 from .store import Store, Txn, no_workspace
 from .timeutil import iso, utcnow
 
@@ -138,7 +138,7 @@ class Inbox:
         task = None if task is None else validate.task_id(task)
         if not isinstance(kind, str) or not KIND_RE.fullmatch(kind):
             raise InvalidInput(f"invalid message kind {kind!r}: 1-32 lowercase letters or '_'")
-        msg = Message(id=secrets.token_hex(8), at=iso(utcnow()), sender=sender, to=to, text=text, task=task,
+        msg = Message(id=new_token(), at=iso(utcnow()), sender=sender, to=to, text=text, task=task,
                       kind=kind)
         line = log_line(msg.to_dict())
         record = {"timestamp": msg.at, "agent": sender, "event": "message_sent", "message": text, "to": to,

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import random
-import secrets
 import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 from .errors import HostKeyError, TransportError
+from .lockpaths import new_token
 
 if TYPE_CHECKING:
     from .models import Task
@@ -89,7 +89,7 @@ class Retrying:
         raise AssertionError("unreachable")
 
     def claim(self, worker: str, capabilities: Sequence[str] | None = None, token: str | None = None) -> "Task | None":
-        token = token or secrets.token_hex(8)  # the same token on every attempt: at most one claim
+        token = token or new_token()  # the same token on every attempt: at most one claim
         return self.run(lambda ws: ws.queue.claim(worker, capabilities, token=token))
 
     def complete(self, task_id: int | str, worker: str, result: str | None = None, token: str | None = None) -> "Task":

@@ -125,7 +125,7 @@ def loaded_clean(code: str, *names: str) -> dict[str, bool]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-STDLIB_NOT_NEEDED = ["socket", "tempfile", "shutil", "urllib.parse"]
+STDLIB_NOT_NEEDED = ["socket", "tempfile", "shutil", "urllib.parse", "secrets"]
 
 
 def test_help_loads_neither_the_workspace_nor_what_commands_use():

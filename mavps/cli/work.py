@@ -22,15 +22,24 @@ def claim(worker: str | None, capabilities: tuple[str, ...]) -> None:
 
     Exits 3 when nothing is claimable (with --json it prints `null`), so scripts can loop on it.
     """
-    st = state()
     wid, ws = acting_worker(worker, "claim")
-    cfg = st.config()
-    caps = list(capabilities) if capabilities else (list(cfg.capabilities) if cfg.capabilities else None)
     # a task it already holds comes back first: a lost answer strands nothing; its instructions come with it
-    got = ws.queue.get_work(wid, caps, read=True)
+    _hand_out(ws.queue.get_work(wid, _capabilities(capabilities), read=True), wid, ws)
+
+
+def _capabilities(given: tuple[str, ...]) -> list[str] | None:
+    cfg = state().config()
+    return list(given) if given else (list(cfg.capabilities) if cfg.capabilities else None)
+
+
+def _hand_out(got, wid: str, ws, completed: dict | None = None) -> None:
+    """Print a claim's answer: the task with its instructions, or exit 3 when nothing was claimable."""
+    st = state()
     t = got.task
     if t is None:
-        if st.json:
+        if st.json and completed is not None:
+            emit({"completed": completed, "next": None})
+        elif st.json:
             click.echo("null")
         else:
             click.echo(f"nothing claimable for {wid} right now (see `mavps ready`)", err=True)
@@ -38,6 +47,8 @@ def claim(worker: str | None, capabilities: tuple[str, ...]) -> None:
     text, problem = ws.queue.claimed_instructions(got)  # the claim is made: it is reported even if this fails
     _note_held(t, wid, ws)
     data = {**task_out(t, text), "already_held": got.already_held, "instructions_error": problem}
+    if completed is not None and st.json:
+        data = {"completed": completed, "next": data}
     emit(data, lambda d: plain.claimed(d, wid, st.given_flags()))
 
 
@@ -47,19 +58,34 @@ def claim(worker: str | None, capabilities: tuple[str, ...]) -> None:
 @click.option("--result", metavar="TEXT", help="What was done (kept with the task).")
 @click.option("--from", "source", default=".", show_default=True, type=click.Path(file_okay=False),
               help="A directory holding a pull of the task (`mavps pull`): its edits are pushed first.")
+@click.option("--next", "go_on", is_flag=True,
+              help="Claim your next task in the same transaction, and print it as `claim` does.")
+@click.option("--capability", "capabilities", multiple=True, metavar="CAP",
+              help="With --next: this worker's capabilities (repeatable; default: as registered).")
 @common
-def complete(task_id: str, worker: str | None, result: str | None, source: str) -> None:
+def complete(task_id: str, worker: str | None, result: str | None, source: str, go_on: bool,
+             capabilities: tuple[str, ...]) -> None:
     """Mark a task you hold as completed. Where a pull of it is (the current directory, or --from), its edits
-    are pushed first: a conflict stops the completion (exit 1) with the list."""
+    are pushed first: a conflict stops the completion (exit 1) with the list.
+
+    With --next, claim your next task in the same transaction and print it as `claim` does (exit 3 when
+    nothing is claimable; with --json: {"completed": ..., "next": ...})."""
     from ..exchange import has_record, push
     from ..validate import task_id as checked_id
 
     wid, ws = acting_worker(worker, "complete")
     if has_record(source, checked_id(task_id)):
         push(ws.store, task_id, source, wid)
-    t = ws.queue.complete(task_id, wid, result)
+    if not go_on:
+        t = ws.queue.complete(task_id, wid, result)
+        _forget_held(t.id)
+        emit_task(t, "Completed")
+        return
+    t, got = ws.queue.complete_and_claim(task_id, wid, result, _capabilities(capabilities), read=True)
     _forget_held(t.id)
-    emit_task(t, "Completed")
+    if not state().json:
+        emit_task(t, "Completed")
+    _hand_out(got, wid, ws, completed=task_out(t))
 
 
 @cli.command(epilog="Example: mavps fail 7 --worker worker-1 --error 'tests fail on CI, see log'")
