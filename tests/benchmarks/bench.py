@@ -342,23 +342,40 @@ def worker_main(spec: dict[str, Any]) -> None:
     error = None
     tr = ws.transport
     try:
-        while True:
-            t0, rt0 = time.perf_counter(), tr.round_trips
-            task = ws.queue.claim(spec["id"])
-            claim_s, claim_rt = time.perf_counter() - t0, tr.round_trips - rt0
-            wait = ws.store.last_lock_wait
-            if task is None:
-                break
-            rt0 = tr.round_trips
-            ws.queue.complete(task.id, spec["id"], result="ok")
-            claims.append([task.id, claim_s, wait, claim_rt, ws.store.last_lock_wait, tr.round_trips - rt0])
+        if spec.get("handover") and hasattr(ws.queue, "complete_and_claim"):
+            handover_loop(ws, spec["id"], claims)
+        else:
+            while True:
+                t0, rt0 = time.perf_counter(), tr.round_trips
+                task = ws.queue.claim(spec["id"])
+                claim_s, claim_rt = time.perf_counter() - t0, tr.round_trips - rt0
+                wait = ws.store.last_lock_wait
+                if task is None:
+                    break
+                rt0 = tr.round_trips
+                ws.queue.complete(task.id, spec["id"], result="ok")
+                claims.append([task.id, claim_s, wait, claim_rt, ws.store.last_lock_wait, tr.round_trips - rt0])
     except Exception as exc:  # reported in the table, not hidden
         error = f"{type(exc).__name__}: {exc}"[:300]
     ws.close()
     print(json.dumps({"claims": claims, "error": error}), flush=True)
 
 
-def measure_contention(env: Env, workers: int, tasks: int, rtt_ms: float, tree: str | None = None) -> dict[str, Any]:
+def handover_loop(ws: Any, wid: str, claims: list[list[Any]]) -> None:
+    """A worker going straight on: claim once, then complete-and-claim-the-next in one transaction each
+    (`mavps complete --next`, the Stop hook's hand-over), until nothing is left. The transaction is recorded as a
+    claim; the completion has no transaction of its own (None)."""
+    tr = ws.transport
+    t0, rt0 = time.perf_counter(), tr.round_trips
+    task = ws.queue.claim(wid)
+    while task is not None:
+        claims.append([task.id, time.perf_counter() - t0, ws.store.last_lock_wait, tr.round_trips - rt0, None, None])
+        t0, rt0 = time.perf_counter(), tr.round_trips
+        task = ws.queue.complete_and_claim(task.id, wid, "ok")[1].task
+
+
+def measure_contention(env: Env, workers: int, tasks: int, rtt_ms: float, tree: str | None = None,
+                       handover: bool = False) -> dict[str, Any]:
     from mavps.models import ARCHIVE_FILE
     from mavps.queue import parse_archive
 
@@ -368,7 +385,8 @@ def measure_contention(env: Env, workers: int, tasks: int, rtt_ms: float, tree: 
     write_state(path, finished=0, pending=tasks)
     procs = []
     for i in range(workers):
-        spec = {"url": env.url(path, rtt_ms), "id": f"w{i:02d}", "settings": env.settings(), "tree": tree}
+        spec = {"url": env.url(path, rtt_ms), "id": f"w{i:02d}", "settings": env.settings(), "tree": tree,
+                "handover": handover}
         procs.append(subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(spec)], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, text=True, cwd=str(ROOT)))
     for p in procs:
@@ -398,8 +416,8 @@ def measure_contention(env: Env, workers: int, tasks: int, rtt_ms: float, tree: 
     archived = parse_archive((path / ARCHIVE_FILE).read_bytes() if (path / ARCHIVE_FILE).exists() else b"")
     lat = [c[1] for c in claims]
     waits = [c[2] for c in claims]
-    txn_waits = waits + [c[4] for c in claims]  # claim's and complete's transactions
-    txn_rts = [c[3] for c in claims] + [c[5] for c in claims]
+    txn_waits = waits + [c[4] for c in claims if c[4] is not None]  # claim's and complete's transactions
+    txn_rts = [c[3] for c in claims] + [c[5] for c in claims if c[5] is not None]
     return {
         "txn_wait_p50": pct(txn_waits, 50), "txn_wait_p99": pct(txn_waits, 99), "txn_wait_max": max(txn_waits or [0]),
         "rt_mean": statistics.fmean(txn_rts) if txn_rts else float("nan"), "rt_max": max(txn_rts or [0]),

@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Lock waiters, old and new side by side: bench.py's contention run for two trees in one run (issue 16).
 
-    python tests/benchmarks/waiters.py --old DIR [--workers 1,4,16,32] [--tasks 1000] [--rtt 20] [--out FILE]
+    python tests/benchmarks/waiters.py --old DIR [--workers 1,4,16,32] [--tasks 1000] [--rtt 20] [--handover]
+        [--out FILE] [--marker NAME]
 
 DIR is a checkout of the code to compare with (`git archive main | tar -x -C DIR`). For each number of
 workers the old tree's run and this tree's run follow each other on the same sshd and latency proxy, so they
-share the machine's load. Workers import mavps from their tree (bench.worker_main's `tree`).
+share the machine's load. Workers import mavps from their tree (bench.worker_main's `tree`). With --handover,
+this tree also runs with workers that complete and claim the next in one transaction (`complete --next`), the
+row "new, hand-over": there a pair is one transaction.
 """
 from __future__ import annotations
 
@@ -23,9 +26,6 @@ ROOT = HERE.parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(HERE)]
 
 import bench  # noqa: E402
-
-START, END = "<!-- bench-waiters:start -->", "<!-- bench-waiters:end -->"
-
 
 def row(tree: str, r: dict[str, Any]) -> list[Any]:
     return [tree, r["workers"], r["tasks"], f"{r['claims_per_s']:.1f}", bench.ms(r["txn_wait_p50"]),
@@ -56,18 +56,22 @@ def main() -> int:
     ap.add_argument("--rtt", type=float, default=20.0)
     ap.add_argument("--out", help="write the table into this markdown file (between its markers)")
     ap.add_argument("--only", choices=["old", "new"], help="run one tree only")
+    ap.add_argument("--handover", action="store_true", help="also run this tree with one transaction per pair")
+    ap.add_argument("--marker", default="bench-waiters", help="the markers --out writes between")
     args = ap.parse_args()
     trees = ([("old", str(Path(args.old).resolve()))] if args.old else []) + [("new", str(ROOT))]
-    trees = [t for t in trees if args.only in (None, t[0])]
+    trees = [(name, tree, False) for name, tree in trees if args.only in (None, name)]
+    if args.handover:
+        trees.append(("new, hand-over", str(ROOT), True))
     started = time.time()
     tmp = Path(tempfile.mkdtemp(prefix="mavps-waiters-"))
     env = bench.Env(tmp)
     rows = []
     try:
         for n in [int(x) for x in args.workers.split(",")]:
-            for name, tree in trees:
+            for name, tree, handover in trees:
                 print(f"{name}: {n} workers ...", file=sys.stderr)
-                rows.append((name, bench.measure_contention(env, n, args.tasks, args.rtt, tree)))
+                rows.append((name, bench.measure_contention(env, n, args.tasks, args.rtt, tree, handover)))
                 print(row(name, rows[-1][1]), file=sys.stderr)
     finally:
         env.close()
@@ -76,16 +80,17 @@ def main() -> int:
     text = report(rows, args.rtt, cmd, started)
     print(text)
     if args.out:
-        write_between_markers(Path(args.out), text)
+        write_between_markers(Path(args.out), text, args.marker)
     return 0
 
 
-def write_between_markers(path: Path, text: str) -> None:
-    """Replace the text between this benchmark's markers, or add them at the end of the file."""
+def write_between_markers(path: Path, text: str, marker: str = "bench-waiters") -> None:
+    """Replace the text between the markers, or add them at the end of the file."""
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
     old = path.read_text() if path.exists() else ""
-    block = f"{START}\n{text}{END}"
-    if START in old and END in old:
-        path.write_text(old[: old.index(START)] + block + old[old.index(END) + len(END):])
+    block = f"{start}\n{text}{end}"
+    if start in old and end in old:
+        path.write_text(old[: old.index(start)] + block + old[old.index(end) + len(end):])
     else:
         path.write_text(old + "\n" + block + "\n")
 
