@@ -6,6 +6,9 @@ requests are sent together and their replies read together, which on SFTP is
 one round trip however many requests it holds (OpenSSH answers in order).
 Requests run in the order they were added; none is conditional on another,
 so a caller that needs "only if the previous one worked" uses two batches.
+The one kind that depends on an earlier request, a read-only request on the
+handle an open of the same batch returns (`read_behind`), counts only when
+that open worked and returned the handle it was sent with.
 """
 from __future__ import annotations
 
