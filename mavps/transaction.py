@@ -165,21 +165,29 @@ class Transaction(Generic[T]):
         """The reads behind an attempt's rename: they count only if the rename won, so under the lock. Each file is
         read right behind its open, as much as its last size suggests (within one batch's budget): a lost race
         for the lock, whose reads still run, never drags more than that."""
-        self.inputs = {f: (b.lstat(f), b.open(f, "r")) for f in [*self.files, *self.reads]}
+        names = [*self.files, *self.reads]
+        sizes = self.tr.sizes
+        # files missing last time are opened last: an open that fails takes no handle, and every guess after it
+        # in the batch would be one off
+        staged = {f: (b.lstat(f), b.open(f, "r")) for f in sorted(names, key=lambda f: sizes.get(f, 0) < 0)}
+        self.inputs = {f: staged[f] for f in names}
         self.ahead = {}
         budget = READ_GUESS_BATCH
-        for f, (_lst, h) in self.inputs.items():
+        for f, (_lst, h) in staged.items():
             guess = self._guess(f)
-            if guess + CHUNK <= budget:
+            if 0 <= guess and guess + CHUNK <= budget:
                 budget -= guess + CHUNK
                 self.ahead[f] = (b.fstat_behind(h), b.read_span_behind(h, guess))
         self.baks = {f: b.lstat(f"{f}.bak") for f in self.files}
         self.dirs = {d: b.lstat(d) for d in self.new_dirs}
 
     def _guess(self, f: str) -> int:
-        """How much of a file to read behind its open: its last size seen and some growth."""
+        """How much of a file to read behind its open: its last size seen and some growth; -1 for a file
+        missing last time (nothing read behind its open)."""
         last = self.tr.sizes.get(f)
-        return READ_GUESS_FIRST if last is None else int(last * 1.25) + READ_GUESS_EXTRA
+        if last is None:
+            return READ_GUESS_FIRST
+        return -1 if last < 0 else int(last * 1.25) + READ_GUESS_EXTRA
 
     def _opened(self) -> list[Any]:
         return [h.value for _l, h in self.inputs.values() if h.ok]
@@ -224,7 +232,7 @@ class Transaction(Generic[T]):
         if b.ops:  # a round trip only for what round trip 1's replies could not settle
             tr.run(b)
         raw: dict[str, bytes | None] = {f: self._checked(f, reads.get(f)) for f in self.inputs}
-        self.tr.sizes.update({f: len(data or b"") for f, data in raw.items()})
+        self.tr.sizes.update({f: -1 if data is None else len(data) for f, data in raw.items()})
         for f, bak in self.baks.items():
             if bak.ok and not bak.value.is_file:
                 raise UnsafePath(f"{f}.bak", bak.value.kind(), "a regular file (the previous copy)")

@@ -300,7 +300,8 @@ class Transport:
     def __init__(self) -> None:
         self.round_trips = 0
         self.requests = 0
-        #: The last size seen of each file a transaction read or wrote: how much to read behind its next open.
+        #: The last size seen of each file a transaction read or wrote (-1: missing): how much to read behind
+        #: its next open.
         self.sizes: dict[str, int] = {}
 
     def run(self, batch: Batch) -> Batch:

@@ -41,7 +41,7 @@ from paramiko.sftp_attr import SFTPAttributes  # noqa: E402
 
 from ..errors import TransportError  # noqa: E402
 from .base import Batch, Behind, NotPredicted, Reply, Stat, Transport  # noqa: E402
-from .handles import HandleModel  # noqa: E402
+from .handles import OPENS, HandleModel  # noqa: E402
 from .pipeline import Pipeline, attributes  # noqa: E402
 
 
@@ -219,18 +219,22 @@ class SFTPTransport(Transport):
         wanted = {opens.get(id(args[0].opened), -1) for _op, args, _r in ops if args and isinstance(args[0], Behind)}
         guesses = self.handles.predict(ops, wanted)
         sent: list[tuple[str, tuple[Any, ...], Reply]] = []
-        with self._connection_errors():
-            nums = []
-            for op, args, reply in ops:
-                if args and isinstance(args[0], Behind):
-                    guess = guesses.get(opens.get(id(args[0].opened), -1))
-                    if guess is None:  # no safe guess: not sent at all
-                        reply.set(error=NotPredicted(f"{op} behind an open: no handle predicted"))
-                        continue
-                    args = (guess, *args[1:])
-                nums.append(self._request(op, args))
-                sent.append((op, args, reply))
-            answers = self.pipeline.collect(nums)
+        try:
+            with self._connection_errors():
+                nums = []
+                for op, args, reply in ops:
+                    if args and isinstance(args[0], Behind):
+                        guess = guesses.get(opens.get(id(args[0].opened), -1))
+                        if guess is None:  # no safe guess: not sent at all
+                            reply.set(error=NotPredicted(f"{op} behind an open: no handle predicted"))
+                            continue
+                        args = (guess, *args[1:])
+                    nums.append(self._request(op, args))
+                    sent.append((op, args, reply))
+                answers = self.pipeline.collect(nums)
+        except BaseException:  # requests may still be on their way (an interrupt): the table is unknown for good
+            self.handles.switch_off()
+            raise
         for (op, args, reply), (t, msg) in zip(sent, answers):
             _deliver(op, args, reply, t, msg)
         self._confirm(ops, opens, guesses)
@@ -244,8 +248,9 @@ class SFTPTransport(Transport):
                  guesses: dict[int, bytes]) -> None:
         """Keep the answer of a request behind an open only if that open returned the very handle it was sent
         with (handles.py says why that is enough); score each guess."""
+        failed = next((i for i, (op, _a, reply) in enumerate(ops) if op in OPENS and not reply.ok), len(ops))
         for i, guess in guesses.items():
-            if ops[i][2].ok:
+            if ops[i][2].ok and (i < failed or ops[i][2].value == guess):  # after a failed open: one off, no blame
                 self.handles.score(ops[i][2].value == guess)
         for op, args, reply in ops:
             if args and isinstance(args[0], Behind) and not isinstance(reply.error, NotPredicted):
