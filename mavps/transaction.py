@@ -175,19 +175,16 @@ class Transaction(Generic[T]):
         budget = READ_GUESS_BATCH
         for f, (_lst, h) in staged.items():
             guess = self._guess(f)
-            if 0 <= guess and guess + CHUNK <= budget:
+            if guess + CHUNK <= budget:
                 budget -= guess + CHUNK
                 self.ahead[f] = (b.fstat_behind(h), b.read_span_behind(h, guess))
         self.baks = {f: b.lstat(f"{f}.bak") for f in self.files}
         self.dirs = {d: b.lstat(d) for d in self.new_dirs}
 
     def _guess(self, f: str) -> int:
-        """How much of a file to read behind its open: its last size seen and some growth; -1 for a file
-        missing last time (nothing read behind its open)."""
+        """How much of a file to read behind its open: its last size seen (-1: missing) and some growth."""
         last = self.tr.sizes.get(f)
-        if last is None:
-            return READ_GUESS_FIRST
-        return -1 if last < 0 else int(last * 1.25) + READ_GUESS_EXTRA
+        return READ_GUESS_FIRST if last is None else int(max(last, 0) * 1.25) + READ_GUESS_EXTRA
 
     def _opened(self) -> list[Any]:
         return [h.value for _l, h in self.inputs.values() if h.ok]
@@ -375,6 +372,7 @@ class Transaction(Generic[T]):
                 b.remove(slot)
                 continue
             path, data = puts[i]
+            self.tr.sizes[path] = len(data)
             self.named.append(lp.temp_name(path, self.token))
             checks += [(path, r) for r in b.write_all(h.value, data)]
             checks.append((path, b.close(h.value)))

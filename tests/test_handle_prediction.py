@@ -247,6 +247,10 @@ def test_a_file_missing_last_time_is_opened_last(ws, target):
     assert trips == ([3, 3, 3] if target.kind == "local" else [4, 3, 3])
     if target.kind != "local":
         assert tr.missed == 0  # the first one's miss came after a failed open: the model was not wrong
+    (target.path / "absent.txt").write_text("now here")  # still read behind its open, a little of it
+    before = tr.round_trips
+    ws.store.transact(["counter.json"], bump, reads=["absent.txt", "present.txt"])
+    assert tr.round_trips - before == 3
 
 
 def test_the_owner_record_goes_out_before_a_long_leased_change(ws, target):
