@@ -83,3 +83,12 @@ BOARD_INTERVAL = 5.0
 BOARD_LOG_RECORDS = 2000
 #: The newest log records listed as text.
 BOARD_RECENT = 30
+
+# ----- reads pipelined behind their open (transport/handles.py, transaction.py) ---------
+#: Wrong handle guesses in a row after which an SFTP session stops predicting handles; a count.
+PREDICT_MISSES = 16
+#: What a transaction reads behind an open: the file's last size seen times 1.25 plus 16 KiB; 64 KiB for a
+#: file never seen; at most this much in one batch (a lost lock race still sends the reads).
+READ_GUESS_FIRST = 64 * 1024
+READ_GUESS_EXTRA = 16 * 1024
+READ_GUESS_BATCH = 1024 * 1024

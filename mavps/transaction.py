@@ -1,12 +1,17 @@
-"""One locked read-modify-write, in four round trips, with a single commit point.
+"""One locked read-modify-write, in three round trips, with a single commit point.
 
   1. make a lock candidate with its transaction directory and temp files,
-     take the lock (rename), lstat and open the state files (after the rename,
-     so under the lock) and the log
-  2. record the owner, check the opened files are the ones lstat saw, read them
-  3. write the new contents into the temp files and the transaction's log
-     records into the log; every reply is checked here
-  4. commit: rename the transaction directory to `.mavps.commit` (the single
+     take the lock (rename), lstat, open and read the state files (after the
+     rename, so under the lock) and open the log; the reads go right behind
+     each open, on the handle the open is predicted to return
+     (transport/handles.py): the lock is held from here to step 3
+  (2.) only if a read behind an open did not count (a wrong guess, a file
+     larger than guessed, a handle that did not match its lstat): check and
+     read those files again on their real handles, as a fourth round trip
+  2. record the owner, close the inputs, write the new contents into the
+     temp files and the transaction's log records into the log; every reply
+     is checked here
+  3. commit: rename the transaction directory to `.mavps.commit` (the single
      commit point, see commit.py), move each temp file over its target, keep
      the old files as `<name>.bak`, release the lock
 
@@ -26,8 +31,9 @@ from . import lockpaths as lp
 from .recovery import roll_forward
 from .errors import LockLost, MavpsError, NotFound, TransportError, UnsafePath
 from .codec import LOG_FILE, dumps, log_line, parse_json
+from .defaults import READ_GUESS_BATCH, READ_GUESS_EXTRA, READ_GUESS_FIRST
 from .timeutil import from_epoch, iso, utcnow
-from .transport.base import Batch, Reply, Transport, joined, opened_is, regular_file
+from .transport.base import CHUNK, Batch, Reply, Transport, joined, opened_is, regular_file, same_file
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -86,7 +92,7 @@ class Txn:
 
 
 class Transaction(Generic[T]):
-    """The four round trips of one attempt at a change; `run()` returns what `change` returned."""
+    """The three (sometimes four) round trips of one attempt at a change; `run()` returns what `change` returned."""
 
     def __init__(self, transport: Transport, lock: lk.WorkspaceLock, files: list[str],
                  change: Callable[[Txn], T], ttl: float, new_files: int,
@@ -104,6 +110,9 @@ class Transaction(Generic[T]):
         self.txd = f"{lp.LOCK}/{lp.txn_dir(token)}"
         self.record = lp.owner_record(lock.agent, token, ttl)
         self.inputs: dict[str, tuple[Reply, Reply]] = {}
+        self.ahead: dict[str, tuple[Reply, list[Reply]]] = {}  # fstat and reads behind each input's open
+        self.pending: list[Any] = []  # handles to close in the write batch (or when giving up)
+        self.owner_written = False  # the owner record goes out with the writes unless needed sooner
         self.baks: dict[str, Reply] = {}
         self.new_dirs = list(new_dirs)  # where new files may go: lstat'ed under the lock before anything is made
         self.dirs: dict[str, Reply] = {}
@@ -118,6 +127,7 @@ class Transaction(Generic[T]):
         b = Batch()
         cand = self._candidate = self.lock.stage_candidate(b, self.token, lambda path: self._stage_temps(b, path))
         self.log_l, self.log_h = b.lstat(LOG_FILE), b.open(LOG_FILE, "e")
+        self.log_ahead = (b.fstat_behind(self.log_h), b.lstat(LOG_FILE))  # confirm_opened's pair, if predicted
         first = self.lock.stage_attempt(b, cand, None)
         self._stage_inputs(b)
         self.tr.run(b)
@@ -152,48 +162,74 @@ class Transaction(Generic[T]):
         self.slot_h = [b.open(f"{txd}/{s}", "x") for s in self.slots]
 
     def _stage_inputs(self, b: Batch) -> None:
-        """The reads behind an attempt's rename: opened only if the rename won, so under the lock."""
-        self.inputs = {f: (b.lstat(f), b.open(f, "r")) for f in [*self.files, *self.reads]}
+        """The reads behind an attempt's rename: they count only if the rename won, so under the lock. Each file is
+        read right behind its open, as much as its last size suggests (within one batch's budget): a lost race
+        for the lock, whose reads still run, never drags more than that."""
+        names = [*self.files, *self.reads]
+        sizes = self.tr.sizes
+        # files missing last time are opened last: an open that fails takes no handle, and every guess after it
+        # in the batch would be one off
+        staged = {f: (b.lstat(f), b.open(f, "r")) for f in sorted(names, key=lambda f: sizes.get(f, 0) < 0)}
+        self.inputs = {f: staged[f] for f in names}
+        self.ahead = {}
+        budget = READ_GUESS_BATCH
+        for f, (_lst, h) in staged.items():
+            guess = self._guess(f)
+            if guess + CHUNK <= budget:
+                budget -= guess + CHUNK
+                self.ahead[f] = (b.fstat_behind(h), b.read_span_behind(h, guess))
         self.baks = {f: b.lstat(f"{f}.bak") for f in self.files}
         self.dirs = {d: b.lstat(d) for d in self.new_dirs}
+
+    def _guess(self, f: str) -> int:
+        """How much of a file to read behind its open: its last size seen (-1: missing) and some growth."""
+        last = self.tr.sizes.get(f)
+        return READ_GUESS_FIRST if last is None else int(max(last, 0) * 1.25) + READ_GUESS_EXTRA
 
     def _opened(self) -> list[Any]:
         return [h.value for _l, h in self.inputs.values() if h.ok]
 
     def _retry(self, b: Batch, previous: lk.Attempt) -> lk.Attempt:
-        for handle in self._opened():  # inputs opened behind the previous, failed attempt
-            b.close(handle)
+        old = self._opened()  # inputs opened behind the previous, failed attempt
         attempt = self.lock.stage_attempt(b, self._candidate, self.record)
         self._stage_inputs(b)
+        for handle in old:  # closed last: the new opens get no handle freed in this batch, so theirs are predicted
+            b.close(handle)
         return attempt
 
     def _open_handles(self) -> list[Any]:
         hs = [self._candidate.owner, *self.out_h.values(), *self.slot_h, self.log_h]
         return [h.value for h in hs if isinstance(h, Reply) and h.ok] + self._opened()
 
-    # ----- round trip 2: read, run the change ------------------------------
+    # ----- the reads: from round trip 1, or a round trip of their own ----------
     def _read_and_change(self, attempt: lk.Attempt) -> tuple[Txn, T]:
         tr = self.tr
+        self.pending = [self.owner_h.value, *self._opened()]
         if attempt.commit.ok and (attempt.commit.value.is_link or not attempt.commit.value.is_dir):
             raise UnsafePath(lp.COMMIT, attempt.commit.value.kind(), "a directory (a committed change)")
         if attempt.commit.ok:  # a committed transaction is not fully applied yet: finish it first
+            self.pending = [self.owner_h.value]
             _close(tr, self._opened())
             roll_forward(tr)
             b = Batch()
             self._stage_inputs(b)
             tr.run(b)
+            self.pending += self._opened()
         server_now = from_epoch(attempt.owner.value.mtime) if attempt.owner.ok else utcnow()
+        reads, log_after = self._reads_ahead()
         b = Batch()
-        b.write_all(self.owner_h.value, self.record)
-        b.close(self.owner_h.value)
-        log_after = (b.fstat(self.log_h.value), b.lstat(LOG_FILE)) if self.log_h.ok else None
-        reads: dict[str, tuple[Reply, list[Reply]]] = {}
+        if self.ttl > self.lock.ttl:  # a longer lease than waiters assume for an unknown holder: say so first
+            b.write_all(self.owner_h.value, self.record)
+            self.owner_written = True
+        if self.log_h.ok and log_after is None:
+            log_after = (b.fstat(self.log_h.value), b.lstat(LOG_FILE))
         for f, (lst, h) in self.inputs.items():
-            if h.ok:
-                reads[f] = (b.fstat(h.value), b.read_span(h.value, lst.value.size if lst.ok else 0))
-                b.close(h.value)
-        tr.run(b)
+            if h.ok and f not in reads and lst.ok and lst.value.is_file:
+                reads[f] = (b.fstat(h.value), b.read_span(h.value, lst.value.size))
+        if b.ops:  # a round trip only for what round trip 1's replies could not settle
+            tr.run(b)
         raw: dict[str, bytes | None] = {f: self._checked(f, reads.get(f)) for f in self.inputs}
+        self.tr.sizes.update({f: -1 if data is None else len(data) for f, data in raw.items()})
         for f, bak in self.baks.items():
             if bak.ok and not bak.value.is_file:
                 raise UnsafePath(f"{f}.bak", bak.value.kind(), "a regular file (the previous copy)")
@@ -204,6 +240,19 @@ class Transaction(Generic[T]):
         self._check_lease()
         self.log_ok = self._log_usable(log_after, bool(txn.log))
         return txn, result
+
+    def _reads_ahead(self) -> tuple[dict[str, tuple[Reply, list[Reply]]], tuple[Reply, Reply] | None]:
+        """The reads behind round trip 1's opens that count: on the open's own handle (the transport checked
+        the prediction), read to the end, of the file the lstat saw; and the log's fstat and lstat."""
+        reads = {}
+        for f, (fst, replies) in self.ahead.items():
+            lst, h = self.inputs[f]
+            if not (h.ok and lst.ok and fst.ok and all(r.ok for r in replies)):
+                continue
+            if same_file(fst.value, lst.value) and joined(replies)[1]:
+                reads[f] = (fst, replies)
+        fst, lst = self.log_ahead
+        return reads, (self.log_ahead if self.log_h.ok and fst.ok and lst.ok else None)
 
     def _checked(self, f: str, read: tuple[Reply, list[Reply]] | None) -> bytes | None:
         lst, h = self.inputs[f]
@@ -235,11 +284,16 @@ class Transaction(Generic[T]):
         if time.monotonic() - self.acquired > self.ttl / 2:
             raise LockLost(f"held the lock for more than half its {self.ttl:g}s lease before committing; retrying")
 
-    # ----- round trip 3: write and check everything ------------------------
+    # ----- round trip 2 (or 3): write and check everything ----------------
     def _write(self, txn: Txn) -> list[str]:
         """The new contents and the log records written and checked; nothing visible yet."""
         changed = [f for f in self.files if f in txn.writes]
         b = Batch()
+        if not self.owner_written:
+            b.write_all(self.owner_h.value, self.record)
+        for handle in self.pending:  # the owner file, the inputs
+            b.close(handle)
+        self.pending = []
         checks = self._stage_contents(b, txn) + self._stage_puts(b, txn)
         targets = self._stage_target_checks(b, [*txn.puts, *txn.deletes])
         for f in changed:
@@ -293,7 +347,9 @@ class Transaction(Generic[T]):
         checks: list[tuple[str, Reply]] = []
         for f in self.files:
             if f in txn.writes:
-                checks += [(f, r) for r in b.write_all(self.out_h[f].value, dumps(txn.writes[f]))]
+                data = dumps(txn.writes[f])
+                self.tr.sizes[f] = len(data)
+                checks += [(f, r) for r in b.write_all(self.out_h[f].value, data)]
             checks.append((f, b.close(self.out_h[f].value)))
             if f not in txn.writes:
                 b.remove(f"{self.txd}/{self.temps[f]}")
@@ -316,6 +372,7 @@ class Transaction(Generic[T]):
                 b.remove(slot)
                 continue
             path, data = puts[i]
+            self.tr.sizes[path] = len(data)
             self.named.append(lp.temp_name(path, self.token))
             checks += [(path, r) for r in b.write_all(h.value, data)]
             checks.append((path, b.close(h.value)))
@@ -372,7 +429,7 @@ class Transaction(Generic[T]):
         _check_all([r for replies in wrote.values() for r in replies], f"append to {', '.join(txn.appends)}",
                    "nothing was changed")
 
-    # ----- round trip 4: the commit point ----------------------------------
+    # ----- round trip 3 (or 4): the commit point ---------------------------
     def _commit(self, txn: Txn, result: T, changed: list[str]) -> T:
         """The commit point, then apply, keep the .bak copies, release."""
         token, L = self.token, lp.LOCK
@@ -416,6 +473,9 @@ class Transaction(Generic[T]):
     def _abort(self) -> None:
         """Give the lock back without changing anything (best effort, bounded)."""
         b = Batch()
+        for handle in self.pending:
+            b.close(handle)
+        self.pending = []
         for f in self.files:
             b.close(self.out_h[f].value)
             b.remove(f"{self.txd}/{self.temps[f]}")

@@ -6,6 +6,9 @@ requests are sent together and their replies read together, which on SFTP is
 one round trip however many requests it holds (OpenSSH answers in order).
 Requests run in the order they were added; none is conditional on another,
 so a caller that needs "only if the previous one worked" uses two batches.
+The one kind that depends on an earlier request, a read-only request on the
+handle an open of the same batch returns (`read_behind`), counts only when
+that open worked and returned the handle it was sent with.
 """
 from __future__ import annotations
 
@@ -79,6 +82,20 @@ class Reply:
         return self._value
 
 
+class NotPredicted(OSError):
+    """A request behind an open did not run on that open's handle (the open failed, or the server handed out
+    another handle than predicted): its answer was discarded. Read the file the usual way."""
+
+
+class Behind:
+    """The handle argument of a request pipelined behind an OPEN of the same batch (`Batch.read_behind`)."""
+
+    __slots__ = ("opened",)
+
+    def __init__(self, opened: Reply) -> None:
+        self.opened = opened
+
+
 class Batch:
     """Requests to run together, in order. Build it, then `transport.run(batch)`."""
 
@@ -146,6 +163,29 @@ class Batch:
     def read(self, handle: Any, offset: int, size: int) -> Reply:
         """Bytes at offset (b'' at end of file); may be shorter than asked."""
         return self._add("read", handle, offset, size)
+
+    # Requests on the handle an open earlier in this batch is about to return, so that a file is opened and read
+    # in one round trip. Only read-only requests may go behind an open (fstat, read), never a close or a write:
+    # over SFTP the handle is predicted (transport/handles.py) and a wrong guess must never change anything.
+    # Each reply is the request's answer only if the open worked and returned the handle it was sent with;
+    # otherwise it is a `NotPredicted` error and the caller falls back to requests on the open's real handle.
+    def fstat_behind(self, opened: Reply) -> Reply:
+        """`fstat` of the handle `opened` (an open of this batch, added before) will return."""
+        return self._add("fstat", self._behind(opened))
+
+    def read_behind(self, opened: Reply, offset: int, size: int) -> Reply:
+        """`read` on the handle `opened` (an open of this batch, added before) will return."""
+        return self._add("read", self._behind(opened), offset, size)
+
+    def read_span_behind(self, opened: Reply, size: int) -> list[Reply]:
+        """`read_span` on the handle `opened` will return: `size` bytes plus one chunk, so the end is seen."""
+        behind = self._behind(opened)
+        return [self._add("read", behind, off, CHUNK) for off in range(0, size + CHUNK, CHUNK)]
+
+    def _behind(self, opened: Reply) -> Behind:
+        if not any(r is opened and op == "open" for op, _a, r in self.ops):
+            raise ValueError("a request behind an open needs that open earlier in the same batch")
+        return Behind(opened)
 
     def write(self, handle: Any, offset: int, data: bytes) -> Reply:
         return self._add("write", handle, offset, data)
@@ -260,6 +300,9 @@ class Transport:
     def __init__(self) -> None:
         self.round_trips = 0
         self.requests = 0
+        #: The last size seen of each file a transaction read or wrote (-1: missing): how much to read behind
+        #: its next open.
+        self.sizes: dict[str, int] = {}
 
     def run(self, batch: Batch) -> Batch:
         """Run every request of the batch; one round trip on a remote transport."""

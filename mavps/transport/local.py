@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import stat as statmod
 
-from .base import Batch, Stat, Transport
+from .base import Batch, Behind, NotPredicted, Stat, Transport
 
 FILE_MODE = 0o644
 DIR_MODE = 0o755
@@ -36,6 +36,11 @@ class LocalTransport(Transport):
 
     def _execute(self, batch: Batch) -> None:
         for op, args, reply in batch.ops:
+            if args and isinstance(args[0], Behind):  # in order: the open has run; its handle or nothing
+                if not args[0].opened.ok:
+                    reply.set(error=NotPredicted(f"{op} behind an open that failed"))
+                    continue
+                args = (args[0].opened.value, *args[1:])
             try:
                 reply.set(getattr(self, "_op_" + op)(*args))
             except OSError as exc:

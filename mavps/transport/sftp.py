@@ -40,7 +40,8 @@ from paramiko import sftp as proto  # noqa: E402 - after the import above
 from paramiko.sftp_attr import SFTPAttributes  # noqa: E402
 
 from ..errors import TransportError  # noqa: E402
-from .base import Batch, Reply, Stat, Transport  # noqa: E402
+from .base import Batch, Behind, NotPredicted, Reply, Stat, Transport  # noqa: E402
+from .handles import OPENS, HandleModel  # noqa: E402
 from .pipeline import Pipeline, attributes  # noqa: E402
 
 
@@ -196,6 +197,7 @@ class SFTPTransport(Transport):
         self.location = f"sftp://{user}{endpoint.alias or endpoint.host}:{endpoint.port}{self.root}"
         self._broken: str | None = None
         self.pipeline = Pipeline(sftp)
+        self.handles = HandleModel()  # the server's handle table, for reads pipelined behind their open
         _no_delay(client)
 
     def _path(self, rel: str) -> bytes:
@@ -212,15 +214,59 @@ class SFTPTransport(Transport):
     def _execute(self, batch: Batch) -> None:
         if self._broken:
             raise TransportError(f"connection to {self.location} is closed ({self._broken}): reconnect")
-        with self._connection_errors():
-            nums = [self._request(op, args) for op, args, _reply in batch.ops]
-            answers = self.pipeline.collect(nums)
-        for (op, args, reply), (t, msg) in zip(batch.ops, answers):
+        ops = batch.ops
+        opens = {id(reply): i for i, (op, _a, reply) in enumerate(ops) if op == "open"}
+        wanted = {opens.get(id(args[0].opened), -1) for _op, args, _r in ops if args and isinstance(args[0], Behind)}
+        guesses = self.handles.predict(ops, wanted)
+        sent: list[tuple[str, tuple[Any, ...], Reply]] = []
+        try:
+            with self._connection_errors():
+                nums = []
+                for op, args, reply in ops:
+                    if args and isinstance(args[0], Behind):
+                        guess = guesses.get(opens.get(id(args[0].opened), -1))
+                        if guess is None:  # no safe guess: not sent at all
+                            reply.set(error=NotPredicted(f"{op} behind an open: no handle predicted"))
+                            continue
+                        args = (guess, *args[1:])
+                    nums.append(self._request(op, args))
+                    sent.append((op, args, reply))
+                answers = self.pipeline.collect(nums)
+        except BaseException:  # requests may still be on their way (an interrupt): the table is unknown for good
+            self.handles.switch_off()
+            raise
+        for (op, args, reply), (t, msg) in zip(sent, answers):
             _deliver(op, args, reply, t, msg)
-        denied = [(args, reply) for op, args, reply in batch.ops
+        self._confirm(ops, opens, guesses)
+        self.handles.learn(ops)
+        denied = [(args, reply) for op, args, reply in ops
                   if op == "open" and args[1] in ("r", "e") and isinstance(reply.error, PermissionError)]
         if denied:
             self._reopen(denied)
+
+    def _confirm(self, ops: list[tuple[str, tuple[Any, ...], Reply]], opens: dict[int, int],
+                 guesses: dict[int, bytes]) -> None:
+        """Keep the answer of a request behind an open only if that open returned the very handle it was sent
+        with (handles.py says why that is enough); score each guess."""
+        failed = next((i for i, (op, _a, reply) in enumerate(ops) if op in OPENS and not reply.ok), len(ops))
+        for i, guess in guesses.items():
+            if ops[i][2].ok and (i < failed or ops[i][2].value == guess):  # after a failed open: one off, no blame
+                self.handles.score(ops[i][2].value == guess)
+        for op, args, reply in ops:
+            if args and isinstance(args[0], Behind) and not isinstance(reply.error, NotPredicted):
+                opened, guess = args[0].opened, guesses.get(opens.get(id(args[0].opened), -1))
+                if not (opened.ok and opened.value == guess):  # its answer (value or error) was another handle's
+                    reply.set(error=NotPredicted(f"{op} behind an open that returned another handle"))
+
+    @property
+    def predicted(self) -> int:
+        """Opens whose handle was predicted right: the requests behind them counted."""
+        return self.handles.predicted
+
+    @property
+    def missed(self) -> int:
+        """Opens whose handle was predicted wrong: the requests behind them were discarded."""
+        return self.handles.missed
 
     @contextmanager
     def _connection_errors(self) -> Iterator[None]:
@@ -262,8 +308,9 @@ class SFTPTransport(Transport):
         self.round_trips += 3  # opendir, readdir until EOF, close
         self.requests += 3
         try:
-            return sorted(self.sftp.listdir(self._path(path).decode("utf-8")))
+            return sorted(self.sftp.listdir(self._path(path).decode("utf-8")))  # its opendir and close: net nothing
         except IOError as exc:
+            self.handles.forget()  # paramiko may have left its directory handle open
             if getattr(exc, "errno", None) == errno.ENOENT:
                 raise FileNotFoundError(errno.ENOENT, "No such file", path) from None
             raise

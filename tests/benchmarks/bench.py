@@ -35,13 +35,13 @@ for p in (str(ROOT), str(ROOT / "tests"), str(Path(__file__).resolve().parent)):
 #: Round-trip waits each operation may take (the CI check, tests/test_bench_quick.py).
 # A lock-free log append costs 3 over SFTP: sftp-server follows a symlink on open, so the opened handle is
 # checked (fstat against lstat) before anything is written to it (knowledge/04, "Never through a link").
-BUDGET = {"claim": 4, "complete": 4, "add": 4, "heartbeat": 4, "log append": 3, "status (board)": 2,
-          "ready": 2, "hook decision": 2, "Stop hook, whole (work ready, connected)": 5,
+BUDGET = {"claim": 3, "complete": 3, "add": 3, "heartbeat": 3, "log append": 3, "status (board)": 2,
+          "ready": 2, "hook decision": 2, "Stop hook, whole (work ready, connected)": 4,
           "pull (100 files of 10 KB)": 6, "push (100 files of 10 KB)": 6}
 # Messages (issue 13): a send is one append to the channel and the log (3, like a log append); an inbox read
-# is an lstat batch, the cursor (2) and the channels from it (2), and a take commits the cursor (4); the
+# is an lstat batch, the cursor (2) and the channels from it (2), and a take commits the cursor (3); the
 # PostToolUse hook, connected, when nothing is new: one lstat batch.
-BUDGET.update({"send": 3, "inbox (nothing new)": 3, "inbox (one message)": 9,
+BUDGET.update({"send": 3, "inbox (nothing new)": 3, "inbox (one message)": 8,
                "PostToolUse hook (nothing new, connected)": 1})
 #: The file exchange's figures: this many files of this size under src/, the task touching src/**.
 EXCHANGE_FILES, EXCHANGE_SIZE = 100, 10 * 1024
@@ -84,8 +84,8 @@ def exchange_ops(ws: Any, tid: int, local: Path, i: int, worker: str = "wx") -> 
             "edit": edit, "push (100 files of 10 KB)": edit_and_push}
 #: The same for each CLI command, every connection it opens counted after the handshakes: the answer it prints
 #: included (`claim` prints the instructions, `worker heartbeat` the worker's record).
-CLI_BUDGET = {"claim": 4, "complete": 4, "add": 4, "heartbeat": 4, "status (board)": 2, "ready": 2,
-              "Stop hook, whole (work ready, connected)": 5}
+CLI_BUDGET = {"claim": 3, "complete": 3, "add": 3, "heartbeat": 3, "status (board)": 2, "ready": 2,
+              "Stop hook, whole (work ready, connected)": 4}
 
 
 # ----- environment ----------------------------------------------------------

@@ -91,12 +91,20 @@ def live_breaks(path: Path) -> tuple[int, list[str], int]:
     the holder's rename) is at least its ttl + 1 s (SFTP mtimes are whole seconds): a machine starved of CPU can
     make a live holder overrun, and breaking it then is the protocol working."""
     recs = [json.loads(x) for x in (path / "agent-comms.jsonl").read_text().splitlines() if x.strip()]
-    breaks = [r for r in recs if r.get("event") == "lock_broken"]
+    breaks = [(i, r) for i, r in enumerate(recs) if r.get("event") == "lock_broken"]
+    # a holder writes its owner record with its changes, so a lock broken while its holder was stopped inside
+    # its change may have none: it is known by the transaction the breaker rolled back (its notes follow it)
+    paused = {r.get("txn") for r in recs if r.get("agent") in ("crashed", "stopped") and r.get("txn")}
     live, overruns = [], 0
-    for r in breaks:
+    for i, r in breaks:
         holder = r.get("holder") or {}
         owner, ttl, age = holder.get("owner"), holder.get("ttl"), r.get("server_age_seconds")
-        if owner in ("crashed", "stopped"):
+        notes = []
+        for note in recs[i + 1:]:
+            if note.get("event") != "rolled_back" or note.get("agent") != r.get("agent"):
+                break
+            notes.append(note.get("txn"))
+        if owner in ("crashed", "stopped") or (not holder and paused & set(notes)):
             continue
         if owner and isinstance(ttl, (int, float)) and isinstance(age, (int, float)) and age >= ttl + 1:
             overruns += 1

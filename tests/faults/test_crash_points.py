@@ -437,7 +437,7 @@ def check_kind(kind: Kind, where: Where, tmp_path: Path, pool: queues.Queue) -> 
             max_lock_wait=round(max((o.waited for o in outcomes), default=0), 2),
             victim_retries=sum(o.retried for o in outcomes))
     # a point past the end of a run that took a shorter path (exit 0) is no crash; nearly all must be
-    assert batches >= 4 and crashed >= 0.9 * total
+    assert batches >= 3 and crashed >= 0.9 * total  # a transaction: 3 batches (4 when a read behind an open misses)
     assert PRESENT in verdicts and ABSENT in verdicts  # both sides of the commit point were hit
     assert not violations, violations[:20]
 
