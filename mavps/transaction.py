@@ -32,10 +32,15 @@ from .recovery import roll_forward
 from .errors import LockLost, MavpsError, NotFound, TransportError, UnsafePath
 from .codec import LOG_FILE, dumps, log_line, parse_json
 from .defaults import READ_GUESS_BATCH, READ_GUESS_EXTRA, READ_GUESS_FIRST
+from .models import META_FILE, QUEUE_FILE, WORKERS_FILE
 from .timeutil import from_epoch, iso, utcnow
 from .transport.base import CHUNK, Batch, Reply, Transport, joined, opened_is, regular_file, same_file
 
 T = TypeVar("T")
+
+#: The state files `mavps init` makes: opened before files a workspace may lack, whose failed open would shift
+#: the handles guessed for every open after it (see _stage_inputs).
+ALWAYS_THERE = frozenset({QUEUE_FILE, WORKERS_FILE, META_FILE})
 R = TypeVar("R")
 
 
@@ -167,9 +172,10 @@ class Transaction(Generic[T]):
         for the lock, whose reads still run, never drags more than that."""
         names = [*self.files, *self.reads]
         sizes = self.tr.sizes
-        # files missing last time are opened last: an open that fails takes no handle, and every guess after it
-        # in the batch would be one off
-        staged = {f: (b.lstat(f), b.open(f, "r")) for f in sorted(names, key=lambda f: sizes.get(f, 0) < 0)}
+        # files missing last time are opened last, and files never seen that a workspace may lack (reservations)
+        # after those it always has: an open that fails takes no handle, and every guess after it in the batch
+        # would be one off
+        staged = {f: (b.lstat(f), b.open(f, "r")) for f in sorted(names, key=lambda f: _open_order(f, sizes))}
         self.inputs = {f: staged[f] for f in names}
         self.ahead = {}
         budget = READ_GUESS_BATCH
@@ -496,6 +502,14 @@ class Transaction(Generic[T]):
             self.lock.released(release, self.token)
         except MavpsError:
             pass
+
+
+def _open_order(f: str, sizes: dict[str, int]) -> int:
+    """0: a file seen last time, or one every workspace has; 1: never seen; 2: missing last time."""
+    last = sizes.get(f)
+    if last is None:
+        return 0 if f in ALWAYS_THERE else 1
+    return 2 if last < 0 else 0
 
 
 def _close(tr: Transport, handles: Sequence[Any]) -> None:

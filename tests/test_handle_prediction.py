@@ -94,11 +94,13 @@ def test_guesses_wrong_again_and_again_switch_prediction_off():
 
 
 # ----- the real server ---------------------------------------------------------------------------------------
+#: Handles are the SFTP server's: these tests run over paramiko and over the ssh command, not locally.
+OVER_SFTP = pytest.mark.parametrize("target", ["sftp", "openssh"], indirect=True)
+
+
 @pytest.fixture
 def remote(target):
-    """A transport to the target's directory, over SFTP (paramiko or the ssh command); local is skipped."""
-    if target.kind == "local":
-        pytest.skip("handles are predicted over SFTP only")
+    """A transport to the target's directory, over SFTP (paramiko or the ssh command)."""
     from mavps.transport import open_transport
 
     target.path.mkdir()
@@ -114,6 +116,7 @@ def run(tr, *steps: tuple) -> list:
     return [r.value if r.ok else r.error for r in replies]
 
 
+@OVER_SFTP
 def test_the_sftp_server_allocates_handles_as_the_model_says(remote, target):
     """OpenSSH's handle table, as the model assumes: the lowest slots first, the slot freed last reused first
     (opendir too), the table grown by one when none is free, a failed open taking nothing."""
@@ -152,6 +155,7 @@ def test_a_read_behind_an_open_comes_back_in_the_same_round_trip(target):
             Batch().read_behind(opened, 0, 1)  # an open of another batch: refused when staged
 
 
+@OVER_SFTP
 def test_a_batch_interrupted_midway_switches_prediction_off(remote, target):
     """Requests of an interrupted batch may still be on their way (an alarm in the Stop hook): whatever they
     open or close, the model cannot know it, so the session stops predicting."""
@@ -273,9 +277,8 @@ def test_the_owner_record_goes_out_before_a_long_leased_change(ws, target):
     assert tr.round_trips - before == 4 and seen[1]["ttl"] == ws.store.lock.ttl * 6
 
 
+@OVER_SFTP
 def test_a_change_that_fails_leaves_no_handle_open(ws, target):
-    if target.kind == "local":
-        pytest.skip("the handle table is the SFTP server's")
 
     def fail(txn):
         raise RuntimeError("no")
@@ -355,9 +358,8 @@ def summary(ws, path) -> Any:
     return tasks, workers, json.loads((path / "counter.json").read_text())["n"]
 
 
+@OVER_SFTP
 def test_a_server_that_hands_out_other_handles_gets_the_same_results_in_four_round_trips(open_ws, target, tmp_path):
-    if target.kind == "local":
-        pytest.skip("handles are predicted over SFTP only")
     from mavps import Workspace
 
     plain = Workspace.open(str(tmp_path / "plain"), agent="w1")
