@@ -180,7 +180,8 @@ CASES: list[tuple[str, list[str], set[str]]] = [
     (f".mavps.lock.stale-{HEX}", ["link-dir"], set()),
     ("task-queue.json", FILE_KINDS, {"reap", "claim", "complete", "add", "init"}),
     ("worker-status.json", FILE_KINDS, {"register", "claim", "complete", "init"}),
-    ("workspace.json", FILE_KINDS, {"add", "init"}),
+    ("workspace.json", FILE_KINDS, {"add", "claim", "init"}),  # a claim reads what the backlog holds there
+    ("task-backlog.jsonl", FILE_KINDS, set()),  # read only when workspace.json says it holds tasks
     ("agent-comms.jsonl", FILE_KINDS, {"log", "register", "claim", "complete", "add", "init"}),
     ("task-queue.json.bak", FILE_KINDS, {"reap", "claim", "complete", "add", "init"}),
     ("worker-status.json.bak", ["link-file"], {"register", "claim", "complete", "init"}),
