@@ -382,7 +382,7 @@ def measure_contention(env: Env, workers: int, tasks: int, rtt_ms: float, tree: 
     path = env.workspace(f"contention-{workers}")
     ws = env.open(path, 0, agent="coordinator")
     ws.init()
-    write_state(path, finished=0, pending=tasks)
+    write_state(path, finished=0, pending=tasks, window=tree is None or Path(tree).resolve() == ROOT.resolve())
     procs = []
     for i in range(workers):
         spec = {"url": env.url(path, rtt_ms), "id": f"w{i:02d}", "settings": env.settings(), "tree": tree,
@@ -457,10 +457,11 @@ def _task(i: int, status: str, stamp: str) -> dict[str, Any]:
     return t.to_dict()
 
 
-def write_state(path: Path, finished: int, pending: int, instructions: bool = False) -> None:
+def write_state(path: Path, finished: int, pending: int, instructions: bool = False, window: bool = True) -> None:
     """A workspace as the library's archiving leaves it: finished tasks in the archive,
     the KEEP_FINISHED most recent in the queue, then `pending` live tasks (with their instruction files
-    when `instructions`)."""
+    when `instructions`). Without `window`, every pending task in task-queue.json, as code before the active
+    window keeps them (for an older tree measured by this process's caller)."""
     from mavps.models import ARCHIVE_FILE, META_FILE, QUEUE_FILE, WORKERS_FILE
     from mavps.queue import KEEP_FINISHED
     from mavps.store import LOG_FILE, dumps, log_line
@@ -478,6 +479,8 @@ def write_state(path: Path, finished: int, pending: int, instructions: bool = Fa
     meta = {"format": 1, "next_task_id": finished + pending + 1}
     tasks = load_tasks(live)
     try:  # code with the active window: the pending tasks beyond it in the backlog, as its commits leave them
+        if not window:
+            raise ImportError("the code measured has no window")
         from mavps.defaults import WINDOW
         from mavps.models import BACKLOG_FILE
         from mavps.window import lay_out
