@@ -140,7 +140,7 @@ def _instructions(raw: dict, base: str, here: str) -> str | None:
 
 # ----- applying ---------------------------------------------------------------------
 def apply(queue: Queue, items: list[Item], dry_run: bool = False, agent: str | None = None) -> dict[str, Any]:
-    """Add the plan's new tasks in one transaction (four round trips), or say what that would do (two).
+    """Add the plan's new tasks in one transaction (three round trips), or say what that would do (two).
 
     The answer: each item with its action (`add`, `unchanged`, `changed`: not applied) and task id.
     """
