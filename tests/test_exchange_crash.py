@@ -12,12 +12,10 @@ import os
 
 import pytest
 from conftest import Target
+from support import killed
 from test_exchange import held_task
 
 from mavps.exchange import pull, push
-from mavps.transport.base import Batch
-from mavps.transport.local import LocalTransport
-from mavps.transport.sftp import SFTPTransport
 
 pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("clean_env"), pytest.mark.timeout(600)]
 
@@ -47,41 +45,12 @@ def prepare(kind: str, path, server, loc) -> Target:
 
 def run_push(target: Target, loc, crash_at: int | None) -> int:
     """Push in a forked child that dies right after the server carried out request `crash_at`; the number of
-    requests the push sent (when it was not killed) as the exit code's stand-in, through a file."""
-    count_file = loc.parent / f"{loc.name}.count"
-    pid = os.fork()
-    if pid == 0:  # the child: never returns
-        code = 0
-        try:
-            sent = [0]
-            for cls in (LocalTransport, SFTPTransport):
-                original = cls._execute
+    requests the push sent when it was not killed (-1 when it was)."""
+    def action() -> None:
+        ws = target.open("w1", lock_ttl=TTL)
+        push(ws.store, 1, str(loc), "w1", delete=True)
 
-                def execute(self, batch: Batch, original=original) -> None:
-                    start = sent[0]
-                    sent[0] += len(batch.ops)
-                    if crash_at is not None and sent[0] > crash_at:
-                        cut = Batch()
-                        cut.ops = batch.ops[: crash_at - start + 1]
-                        original(self, cut)
-                        os._exit(137)
-                    return original(self, batch)
-
-                cls._execute = execute
-            ws = target.open("w1", lock_ttl=TTL)
-            push(ws.store, 1, str(loc), "w1", delete=True)
-            count_file.write_text(str(sent[0]))
-        except BaseException:
-            import traceback
-
-            count_file.with_suffix(".error").write_text(traceback.format_exc())
-            code = 1
-        os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    error = count_file.with_suffix(".error")
-    assert code in (0, 137), f"the push failed at crash point {crash_at}: {error.read_text()}"
-    return int(count_file.read_text()) if code == 0 else -1
+    return killed.run_killed(action, crash_at, loc.parent / f"{loc.name}.count", "push")
 
 
 def files(root) -> dict[str, bytes | None]:

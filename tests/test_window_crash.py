@@ -4,16 +4,12 @@ holder has come by, every task is in exactly one place (window, committed backlo
 each exactly once."""
 from __future__ import annotations
 
-import os
-
 import pytest
 from conftest import Target
+from support import killed
 from test_window import ids_everywhere
 
 from mavps import defaults
-from mavps.transport.base import Batch
-from mavps.transport.local import LocalTransport
-from mavps.transport.sftp import SFTPTransport
 
 pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("clean_env"), pytest.mark.timeout(900)]
 
@@ -37,45 +33,15 @@ def prepare(target: Target, claims: int) -> None:
 def run_killed(target: Target, call: str, crash_at: int | None, tmp) -> int:
     """`call` ("claim" or "add") in a forked child that dies right after the server carried out request
     `crash_at`; the number of requests it sent when it was not killed (-1 when it was)."""
-    count_file = tmp / "count"
-    count_file.unlink(missing_ok=True)
-    pid = os.fork()
-    if pid == 0:  # the child: never returns
-        code = 0
-        try:
-            defaults.WINDOW = 4
-            sent = [0]
-            for cls in (LocalTransport, SFTPTransport):
-                original = cls._execute
+    def action() -> None:
+        defaults.WINDOW = 4
+        ws = target.open("w1", lock_ttl=TTL)
+        if call == "claim":
+            ws.queue.claim("w1")
+        else:
+            ws.queue.add("last", "x", priority=-1)
 
-                def execute(self, batch: Batch, original=original) -> None:
-                    start = sent[0]
-                    sent[0] += len(batch.ops)
-                    if crash_at is not None and sent[0] > crash_at:
-                        cut = Batch()
-                        cut.ops = batch.ops[: crash_at - start + 1]
-                        original(self, cut)
-                        os._exit(137)
-                    return original(self, batch)
-
-                cls._execute = execute
-            ws = target.open("w1", lock_ttl=TTL)
-            if call == "claim":
-                ws.queue.claim("w1")
-            else:
-                ws.queue.add("last", "x", priority=-1)
-            count_file.write_text(str(sent[0]))
-        except BaseException:
-            import traceback
-
-            count_file.with_suffix(".error").write_text(traceback.format_exc())
-            code = 1
-        os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    error = count_file.with_suffix(".error")
-    assert code in (0, 137), f"the {call} failed at crash point {crash_at}: {error.read_text()}"
-    return int(count_file.read_text()) if code == 0 else -1
+    return killed.run_killed(action, crash_at, tmp / "count", call)
 
 
 def check_after(target: Target) -> None:
