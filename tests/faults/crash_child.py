@@ -22,41 +22,12 @@ import time
 import traceback
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+sys.path[:0] = [os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
 
 from mavps import Workspace  # noqa: E402
 from mavps.transport.base import Batch  # noqa: E402
-from mavps.transport.local import LocalTransport  # noqa: E402
-from mavps.transport.sftp import SFTPTransport  # noqa: E402
-
-CRASHED = 137
-
-
-def describe(batch: Batch) -> list[list[str]]:
-    """The requests of a batch as [op, path args...]: enough to find the commit point in a count run."""
-    return [[op, *(a for a in args if isinstance(a, str))] for op, args, _reply in batch.ops]
-
-
-def arm(crash_at: int | None, seen: list[list[list[str]]]) -> dict[str, bool]:
-    """Count every request from now on; at request `crash_at`, send the batch only up to it, then die."""
-    armed = {"on": False}
-    for cls in (LocalTransport, SFTPTransport):
-        original = cls._execute
-
-        def execute(self: Any, batch: Batch, original: Any = original) -> None:
-            if not armed["on"]:
-                return original(self, batch)
-            start = sum(len(b) for b in seen)
-            seen.append(describe(batch))
-            if crash_at is not None and start + len(batch.ops) > crash_at:
-                cut = Batch()
-                cut.ops = batch.ops[: crash_at - start + 1]
-                original(self, cut)
-                os._exit(CRASHED)
-            return original(self, batch)
-
-        cls._execute = execute  # type: ignore[method-assign]
-    return armed
+from support.killed import arm  # noqa: E402  (the crash harness, shared with tests/test_*_crash.py)
 
 
 def apply_patches(patch: dict[str, Any]) -> None:

@@ -14,19 +14,28 @@ from typing import Callable
 KILLED = 137
 
 
-def arm(crash_at: int | None, sent: list[int]) -> None:
-    """Patch the transports' `_execute` in this process: count requests into sent[0], die after `crash_at`."""
+def describe(batch) -> list[list[str]]:
+    """The requests of a batch as [op, path args...]: enough to find the commit point in a count run."""
+    return [[op, *(a for a in args if isinstance(a, str))] for op, args, _reply in batch.ops]
+
+
+def arm(crash_at: int | None, seen: list[list[list[str]]]) -> dict[str, bool]:
+    """Patch the transports' `_execute` in this process: once the returned switch is on, describe every batch into
+    `seen` and die right after request `crash_at` (counted over all batches)."""
     from mavps.transport.base import Batch
     from mavps.transport.local import LocalTransport
     from mavps.transport.sftp import SFTPTransport
 
+    armed = {"on": False}
     for cls in (LocalTransport, SFTPTransport):
         original = cls._execute
 
         def execute(self, batch: Batch, original=original) -> None:
-            start = sent[0]
-            sent[0] += len(batch.ops)
-            if crash_at is not None and sent[0] > crash_at:
+            if not armed["on"]:
+                return original(self, batch)
+            start = sum(len(b) for b in seen)
+            seen.append(describe(batch))
+            if crash_at is not None and start + len(batch.ops) > crash_at:
                 cut = Batch()
                 cut.ops = batch.ops[: crash_at - start + 1]
                 original(self, cut)
@@ -34,6 +43,7 @@ def arm(crash_at: int | None, sent: list[int]) -> None:
             return original(self, batch)
 
         cls._execute = execute  # type: ignore[method-assign]
+    return armed
 
 
 def run_killed(action: Callable[[], None], crash_at: int | None, count_file: Path, what: str) -> int:
@@ -45,10 +55,10 @@ def run_killed(action: Callable[[], None], crash_at: int | None, count_file: Pat
     if pid == 0:  # the child: never returns
         code = 0
         try:
-            sent = [0]
-            arm(crash_at, sent)
+            seen: list[list[list[str]]] = []
+            arm(crash_at, seen)["on"] = True
             action()
-            count_file.write_text(str(sent[0]))
+            count_file.write_text(str(sum(len(b) for b in seen)))
         except BaseException:
             error.write_text(traceback.format_exc())
             code = 1
