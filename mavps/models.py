@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import Enum
 from functools import cache
-from typing import Any
+from typing import Any, Iterator
 
 from .defaults import MAX_ATTEMPTS
 
@@ -479,3 +479,17 @@ def __getattr__(name: str) -> Any:
 
         return getattr(importlib.import_module(f"{__package__}.state"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def task_lines(data: bytes, path: str) -> Iterator[Task]:
+    """The tasks of a file of one JSON task per line (the archive, the backlog); a line cut short by a crash,
+    or otherwise not a task, is skipped."""
+    import json
+
+    for line in data.decode("utf-8", "replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            yield Task.from_dict(json.loads(line), path)
+        except (ValueError, CorruptState):
+            continue

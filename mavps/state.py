@@ -6,13 +6,12 @@ A bad file is a CorruptState naming the file and the place, never rewritten.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import fields
 from typing import Any, Iterable
 
 from .codec import dumps, log_line, parse_json  # noqa: F401  (the codec, below the store; re-exported)
 from .errors import CorruptState
-from .models import ARCHIVE_FILE, BACKLOG_FILE, META_FILE, QUEUE_FILE, WORKERS_FILE, Task, Worker, _check
+from .models import ARCHIVE_FILE, BACKLOG_FILE, META_FILE, QUEUE_FILE, WORKERS_FILE, Task, Worker, _check, task_lines
 from .window import merged, parse_backlog
 
 
@@ -103,13 +102,7 @@ def parse_archive(data: bytes | None) -> list[Task]:
     out: dict[int, Task] = {}
     if not data:
         return []
-    for line in data.decode("utf-8", "replace").splitlines():
-        if not line.strip():
-            continue
-        try:
-            t = Task.from_dict(json.loads(line), ARCHIVE_FILE)
-        except (ValueError, CorruptState):
-            continue
+    for t in task_lines(data, ARCHIVE_FILE):
         out[t.id] = t
     return list(out.values())
 

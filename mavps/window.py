@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 from .codec import log_line
 from .errors import CorruptState
-from .models import BACKLOG_FILE, META_FILE, Task, TaskStatus
+from .models import BACKLOG_FILE, META_FILE, Task, TaskStatus, task_lines
 
 Rank = tuple[int, int]
 
@@ -50,13 +50,7 @@ def parse_backlog(data: bytes | None, meta: dict[str, Any]) -> list[Task]:
     data = data[: backlog_info(meta)["bytes"]]
     limit = meta.get("next_task_id")
     out: dict[int, Task] = {}
-    for line in data.decode("utf-8", "replace").splitlines():
-        if not line.strip():
-            continue
-        try:
-            t = Task.from_dict(json.loads(line), BACKLOG_FILE)
-        except (ValueError, CorruptState):
-            continue
+    for t in task_lines(data, BACKLOG_FILE):
         if t.status is TaskStatus.PENDING and (not isinstance(limit, int) or t.id < limit):
             out[t.id] = t
     return list(out.values())
